@@ -1,0 +1,279 @@
+"""The device bus: URIs, the code table, replies, timeouts, events, isolation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from enum import Enum
+
+import pytest
+
+from dios import codes
+from dios.bus import DeviceBus
+from dios.codes import DiosError
+from dios.devices.base import Device, command, parse_choice, parse_float, parse_int
+from dios.events import EventHub
+from dios.fsm import StateMachine
+from dios.messages import EventKind, Request
+from dios.uri import matches, parse
+
+
+class LampState(Enum):
+    OFF = "OFF"
+    ON = "ON"
+
+
+class Lamp(Device):
+    """A tiny device used to test the bus on its own."""
+
+    status_prefix = "LAMP_STATUS_"
+
+    def __init__(self, uri: str, hub: EventHub) -> None:
+        super().__init__(uri, hub)
+        self.fsm = StateMachine("lamp", {(LampState.OFF, "on"): LampState.ON,
+                                         (LampState.ON, "off"): LampState.OFF},
+                                LampState.OFF, self._state_changed)
+        self.level = 0.0
+        self.gate = threading.Event()
+        self.gate.set()
+
+    @property
+    def state(self) -> Enum:
+        return self.fsm.state
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    @command("On")
+    def on(self, param: str) -> str:
+        self.fsm.fire("on")
+        return self.status_string
+
+    @command("Off")
+    def off(self, param: str) -> str:
+        self.fsm.fire("off")
+        return self.status_string
+
+    @command("SetParam_Level", param="float")
+    def set_level(self, param: str) -> str:
+        value = parse_float(param, "Level")
+        if not 0 <= value <= 100:
+            raise DiosError(codes.OUT_OF_RANGE, f"Level {value:g} not in 0..100")
+        self.level = value
+        self.publish(EventKind.PARAM, "Level", value)
+        return f"{value:g}"
+
+    @command("Wait")
+    def wait(self, param: str) -> str:
+        self.gate.wait(10)
+        return "done"
+
+    @command("Crash")
+    def crash(self, param: str) -> str:
+        raise RuntimeError("bug")
+
+
+@pytest.fixture
+def bus():
+    b = DeviceBus(timeout=2.0)
+    b.register(Lamp("DIOS/DEVICE/Lamp", b.hub))
+    b.register(Lamp("DIOS/DEVICE/Table", b.hub))
+    with b:
+        yield b
+
+
+def test_uri_parsing():
+    assert parse("DIOS/DEVICE/Generator") == "Generator"
+    for bad in ["", "DIOS/DEVICE/", "DIOS/Generator", "dios/device/Generator", "DIOS/DEVICE/Gen/x",
+                "DIOS/DEVICE/1Gen", "DIOS/DEVICE/Gen-1", None, 42, "DIOS/DEVICE/" + "a" * 80]:
+        with pytest.raises(DiosError) as e:
+            parse(bad)
+        assert e.value.code is codes.BAD_URI
+    assert matches("DIOS/DEVICE/*", "DIOS/DEVICE/Detector")
+    assert not matches("DIOS/DEVICE/Gen*", "DIOS/DEVICE/Detector")
+
+
+def test_code_table_is_unique_and_well_formed():
+    table = codes.all_codes()
+    assert table[0] is codes.SUCCESS and codes.SUCCESS.hex == "0x000000"
+    assert len({c.value for c in table}) == len(table)
+    assert len({c.name for c in table}) == len(table)
+    for c in table:
+        assert c.hex.startswith("0x") and len(c.hex) == 8 and c.hex[2:].upper() == c.hex[2:]
+        assert c.description and c.description_zh
+        if c is not codes.SUCCESS:
+            assert c.solution and c.solution_zh
+    needed = ["BAD_URI", "UNKNOWN_DEVICE", "UNKNOWN_COMMAND", "BAD_PARAMETER", "OUT_OF_RANGE",
+              "WRONG_STATE", "BUSY", "TIMEOUT", "DEVICE_FAULT", "COMM_LOST"]
+    assert {c.name for c in table} >= set(needed)
+    assert codes.ResultCode.from_hex("0x010005") is codes.OUT_OF_RANGE
+
+
+def test_reply_echoes_transaction_and_client(bus):
+    r = bus.request(Request("DIOS/DEVICE/Lamp", "SetParam_Level", "42.5", "tx-1", "client-A"))
+    assert (r.code, r.result, r.reqTransaction, r.reqClientID) == ("0x000000", "42.5", "tx-1", "client-A")
+    assert r.description == "Success" and r.solution == ""
+
+
+@pytest.mark.parametrize("uri,name,param,code", [
+    ("DIOS/DEVICE/Nope", "On", "", codes.UNKNOWN_DEVICE),
+    ("DIOS/GADGET/Lamp", "On", "", codes.BAD_URI),
+    ("DIOS/DEVICE/Lamp", "Explode", "", codes.UNKNOWN_COMMAND),
+    ("DIOS/DEVICE/Lamp", "SetParam_Level", "abc", codes.BAD_PARAMETER),
+    ("DIOS/DEVICE/Lamp", "SetParam_Level", "nan", codes.BAD_PARAMETER),
+    ("DIOS/DEVICE/Lamp", "SetParam_Level", "", codes.BAD_PARAMETER),
+    ("DIOS/DEVICE/Lamp", "SetParam_Level", "101", codes.OUT_OF_RANGE),
+    ("DIOS/DEVICE/Lamp", "Off", "", codes.WRONG_STATE),
+    ("DIOS/DEVICE/Lamp", "Crash", "", codes.INTERNAL),
+])
+def test_errors_have_codes_and_leave_state_unchanged(bus, uri, name, param, code):
+    lamp = bus.device("DIOS/DEVICE/Lamp")
+    before = (lamp.state, lamp.level)
+    r = bus.request(Request(uri, name, param, "tx", "c"))
+    assert r.code == code.hex, r
+    assert r.reqTransaction == "tx" and r.reqClientID == "c"
+    assert r.description.startswith(code.description) and r.solution == code.solution
+    assert (lamp.state, lamp.level) == before
+    # still serving
+    assert bus.request(Request("DIOS/DEVICE/Lamp", "SetParam_Level", "1")).ok
+
+
+def test_language_text():
+    err = DiosError(codes.WRONG_STATE, "x")
+    assert err.description("zh").startswith("当前设备状态")
+    assert err.solution("en") == codes.WRONG_STATE.solution
+
+
+def test_request_from_mapping_validates():
+    ok = Request.from_mapping({"deviceUri": "DIOS/DEVICE/Lamp", "reqName": "On"})
+    assert ok.reqParam == "" and ok.reqTransaction == ""
+    for bad in [{}, {"deviceUri": "x"}, {"deviceUri": "DIOS/DEVICE/Lamp", "reqName": 3},
+                {"deviceUri": "DIOS/DEVICE/Lamp", "reqName": "On", "reqParam": 70},
+                {"deviceUri": "DIOS/DEVICE/Lamp", "reqName": "On", "extra": 1}, []]:
+        with pytest.raises(DiosError) as e:
+            Request.from_mapping(bad)
+        assert e.value.code is codes.BAD_PARAMETER
+
+
+def test_timeout_reply_and_bus_keeps_serving(bus):
+    lamp = bus.device("DIOS/DEVICE/Lamp")
+    lamp.gate.clear()
+    r = bus.request(Request("DIOS/DEVICE/Lamp", "Wait", "", "slow", "c"), timeout=0.1)
+    assert r.code == codes.TIMEOUT.hex and r.reqTransaction == "slow"
+    # another device is not blocked by the stuck one
+    t0 = time.monotonic()
+    assert bus.request(Request("DIOS/DEVICE/Table", "On"), timeout=1).ok
+    assert time.monotonic() - t0 < 1
+    lamp.gate.set()
+    assert bus.request(Request("DIOS/DEVICE/Lamp", "On")).ok
+
+
+def test_commands_to_one_device_run_in_order(bus):
+    futs = [bus.submit(Request("DIOS/DEVICE/Lamp", "SetParam_Level", f"{i / 2:g}", f"t{i}", "c"))
+            for i in range(200)]
+    replies = [f.result(5) for f in futs]
+    assert [r.result for r in replies] == [f"{i / 2:g}" for i in range(200)]
+    assert [r.reqTransaction for r in replies] == [f"t{i}" for i in range(200)]
+    assert bus.device("DIOS/DEVICE/Lamp").level == 99.5
+
+
+def test_busy_when_queue_full():
+    b = DeviceBus(timeout=2.0, queue_size=2)
+    lamp = b.register(Lamp("DIOS/DEVICE/Lamp", b.hub))
+    with b:
+        lamp.gate.clear()
+        first = b.submit(Request("DIOS/DEVICE/Lamp", "Wait"))
+        time.sleep(0.05)
+        queued = [b.submit(Request("DIOS/DEVICE/Lamp", "On")) for _ in range(2)]
+        over = b.submit(Request("DIOS/DEVICE/Lamp", "On", "", "over"))
+        assert over.result(1).code == codes.BUSY.hex
+        lamp.gate.set()
+        assert first.result(2).ok and queued[0].result(2).ok
+
+
+def test_stopped_bus_replies_bus_stopped():
+    b = DeviceBus()
+    b.register(Lamp("DIOS/DEVICE/Lamp", b.hub))
+    r = b.request(Request("DIOS/DEVICE/Lamp", "On"))
+    assert r.code == codes.BUS_STOPPED.hex
+
+
+def test_events_carry_transaction_and_filter_by_pattern(bus):
+    got: list = []
+    only_table: list = []
+    sub = bus.hub.subscribe("DIOS/DEVICE/Lamp", got.append)
+    sub2 = bus.hub.subscribe("DIOS/DEVICE/Tab*", only_table.append, kinds=[EventKind.STATE])
+    bus.request(Request("DIOS/DEVICE/Lamp", "On", "", "tx-on", "cli"))
+    bus.request(Request("DIOS/DEVICE/Lamp", "SetParam_Level", "5", "tx-lvl", "cli"))
+    bus.request(Request("DIOS/DEVICE/Table", "On", "", "tx-t", "cli"))
+    deadline = time.monotonic() + 2
+    while (len(got) < 2 or not only_table) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sub.close()
+    sub2.close()
+    assert [(e.kind, e.value, e.reqTransaction, e.reqClientID) for e in got] == [
+        (EventKind.STATE, "LAMP_STATUS_ON", "tx-on", "cli"),
+        (EventKind.PARAM, "5", "tx-lvl", "cli"),
+    ]
+    assert got[0].data["previous"] == "LAMP_STATUS_OFF"
+    assert [e.deviceUri for e in only_table] == ["DIOS/DEVICE/Table"]
+
+
+def test_raising_or_blocking_subscriber_never_stalls_the_bus(bus):
+    block = threading.Event()
+    def raiser(ev):
+        raise ValueError("subscriber bug")
+    bad = bus.hub.subscribe("DIOS/DEVICE/*", raiser)
+    slow = bus.hub.subscribe("DIOS/DEVICE/*", lambda ev: block.wait(30), maxsize=8)
+    good: list = []
+    ok = bus.hub.subscribe("DIOS/DEVICE/Lamp", good.append, kinds=[EventKind.PARAM])
+    t0 = time.monotonic()
+    for i in range(300):
+        assert bus.request(Request("DIOS/DEVICE/Lamp", "SetParam_Level", str(i % 100))).ok
+    assert time.monotonic() - t0 < 5
+    deadline = time.monotonic() + 3
+    while len(good) < 300 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(good) == 300
+    assert bad.errors > 0
+    assert slow.dropped > 0
+    block.set()
+    for s in (bad, slow, ok):
+        s.close()
+
+
+def test_pull_subscription():
+    hub = EventHub()
+    sub = hub.subscribe("DIOS/DEVICE/X")
+    assert sub.get(timeout=0.01) is None
+    sub.close()
+
+
+def test_parse_helpers():
+    assert parse_float(" 70 ", "kV") == 70.0
+    assert parse_int("-3", "d") == -3
+    assert parse_choice("large", "focus", {"SMALL": 0, "LARGE": 1}) == 1
+    for fn, arg in [(parse_float, "inf"), (parse_float, "1e400"), (parse_int, "1.5"),
+                    (parse_int, ""), (parse_float, None)]:
+        with pytest.raises(DiosError) as e:
+            fn(arg, "x")
+        assert e.value.code is codes.BAD_PARAMETER
+
+
+def test_get_commands_lists_the_table(bus):
+    r = bus.request(Request("DIOS/DEVICE/Lamp", "GetCommands"))
+    assert r.ok and r.data["commands"]["SetParam_Level"] == "float"
+    assert "On" in r.result.split(",")
+
+
+def test_state_machine_refuses_and_keeps_state():
+    calls = []
+    m = StateMachine("m", {(LampState.OFF, "on"): LampState.ON}, LampState.OFF,
+                     lambda o, n, e: calls.append((o, n, e)))
+    with pytest.raises(DiosError) as e:
+        m.fire("off")
+    assert e.value.code is codes.WRONG_STATE and m.state is LampState.OFF
+    assert m.fire_if("on") and m.state is LampState.ON and calls == [(LampState.OFF, LampState.ON, "on")]
+    assert not m.fire_if("on")
+    assert m.events() == []
