@@ -17,7 +17,7 @@ $(STAMP): $(SOURCES)
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,postgres]'
 	@$(BIN)/python -c 'import native; native.check()' || { echo "compiled core missing: install failed"; exit 1; }
 	@touch $@
 
@@ -28,7 +28,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest bench --benchmark-only --benchmark-json=bench/results/latest.json -p no:cacheprovider
+	@mkdir -p bench/results
+	$(BIN)/python -m pytest bench -o testpaths=bench --benchmark-only \
+		--benchmark-json=bench/results/latest.json -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

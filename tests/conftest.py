@@ -8,4 +8,4 @@ import os
 # Fast, deterministic numba behaviour in tests (see shared performance notes).
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.fixtures_dicom", "tests.fixtures_postgres"]
