@@ -7,5 +7,5 @@ backend. Simulators implement the backend contracts of ``dios.devices.backends``
 wire protocols of ``drivers`` so that real drivers can be tested against them.
 
 May import: ``dios.codes``, ``dios.clock``, ``dios.devices.backends``, the protocol codecs
-in ``drivers`` (never a driver's transport), numpy/scipy.
+in ``drivers`` (never a driver's transport), numpy, scipy and OpenCV.
 """

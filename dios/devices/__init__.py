@@ -6,5 +6,6 @@ machines, the backend protocols those devices drive, and the generator's paramet
 tables. A device never knows whether its backend is a simulator or a real driver.
 
 May import: ``dios.codes``, ``dios.messages``, ``dios.fsm``, ``dios.events``, ``dios.clock``,
-``dios.uri``. Never ``simulators`` or ``drivers`` (they are plugged in by ``dios.engine``).
+``dios.uri``, and ``processing.calibration`` (the detector builds its calibration maps
+with it). Never ``simulators`` or ``drivers`` (they are plugged in by ``dios.engine``).
 """
