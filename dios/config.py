@@ -35,9 +35,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-#: Organisation root for UIDs when none is configured (a documented example root; sites
-#: must configure their own registered root).
-DEFAULT_UID_ROOT = "1.2.826.0.1.3680043.10.1443"
+#: UID root when none is configured: ``2.25`` (UUID-derived UIDs, valid without a
+#: registered organisation root). Sites with their own root configure ``uid_root``.
+DEFAULT_UID_ROOT = "2.25"
 
 
 class ConfigError(ValueError):
@@ -146,9 +146,12 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"product must be DROS or VETDROS, got {cfg.product!r}")
     if not isinstance(cfg.work_station_id, int) or cfg.work_station_id < 1:
         raise ConfigError("work_station_id must be a positive integer")
-    parts = cfg.uid_root.split(".")
-    if not all(p.isdigit() and (p == "0" or not p.startswith("0")) for p in parts) or len(cfg.uid_root) > 40:
-        raise ConfigError(f"uid_root {cfg.uid_root!r} is not a valid DICOM UID root (<= 40 chars)")
+    from dios.uids import MAX_ROOT_LENGTH, uid_problem
+
+    problem = uid_problem(cfg.uid_root) if isinstance(cfg.uid_root, str) else "not a string"
+    if problem or len(cfg.uid_root) > MAX_ROOT_LENGTH:
+        raise ConfigError(f"uid_root {cfg.uid_root!r} is not a valid DICOM UID root "
+                          f"(<= {MAX_ROOT_LENGTH} chars): {problem or 'too long'}")
     for name, lst in (("http", cfg.http), ("rpc", cfg.rpc)):
         if not 0 <= lst.port <= 65535:
             raise ConfigError(f"[{name}] port out of range: {lst.port}")

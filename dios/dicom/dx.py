@@ -26,7 +26,10 @@ Field conventions (the study service's units)
 ``patient.patient_size``   the catalog's size class (Large/Medium/...): accepted, not written.
 ``study.specific_charset`` ``specific_character_set``: ``ISO_IR 192`` or ``ISO_IR 100``; when
                            absent, ``ISO_IR 192`` is written as soon as any text is not ASCII.
-``study.study_id``         StudyID is SH: at most 16 characters (longer is an error).
+``study.study_id``         StudyID is SH: at most 16 characters. The console's 17-digit
+                           ids (``YYYYMMDDhhmmssfff``) are written without the century
+                           (``YYMMDDhhmmssfff``, see :func:`dicom_study_id`); any other
+                           longer value is an error.
 ``study.study_datetime``   datetime or ISO text; aware values are converted to this
                            machine's local time and TimezoneOffsetFromUTC is written.
                            Missing: the time of writing. ``study_start_datetime`` (the seed's
@@ -707,7 +710,7 @@ def _study_module(b: _Builder, study: object, uids: UidFactory | None,
     offset = _tz_offset(moment)
     if offset:
         b.set("TimezoneOffsetFromUTC", offset, f"study.{key}")
-    b.set("StudyID", _text(s.get("study_id"), "study.study_id"), "study.study_id")
+    b.set("StudyID", dicom_study_id(_text(s.get("study_id"), "study.study_id")), "study.study_id")
     b.set("AccessionNumber", _text(s.get("accession_number"), "study.accession_number"),
           "study.accession_number")
     b.set("ReferringPhysicianName", _text(s.get("ref_physician"), "study.ref_physician"),
@@ -1093,6 +1096,20 @@ def save_dataset(b: _Builder, arr: np.ndarray, path: str | os.PathLike[str],
 
     atomic_write_with(path, _write)
     return ds
+
+
+def dicom_study_id(study_id: str) -> str:
+    """The console's study id as DICOM StudyID (SH, at most 16 characters).
+
+    The console's ids are 17 digits, ``YYYYMMDDhhmmssfff``; StudyID drops the century
+    (``YYMMDDhhmmssfff``). Anything else passes unchanged (and is checked as SH).
+
+    >>> dicom_study_id("20250625143339389")
+    '250625143339389'
+    """
+    if len(study_id) == 17 and study_id.isdigit() and study_id.startswith("20"):
+        return study_id[2:]
+    return study_id
 
 
 def write_dx(path: str | os.PathLike[str], pixels: np.ndarray, *, bits_stored: int,

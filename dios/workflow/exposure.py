@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dios.codes import INTERNAL, WRONG_STATE, DiosError, ResultCode
+from dios.codes import ABORTED, INTERNAL, WRONG_STATE, DiosError, ResultCode
 from dios.devices.backends import ExposureRecord, Frame, Technique
 from dios.messages import Event, EventKind, Reply
 from dios.uri import DETECTOR, GENERATOR
@@ -143,6 +143,8 @@ def run_exposure(engine: Any, plan: ExposurePlan, *, pipeline: Any = None,
         check(bus.call(GENERATOR, "Expose", "", tx, plan.client_id))
         ev = watch.wait(lambda e: e.kind == EventKind.EXPOSURE and e.deviceUri == GENERATOR,
                         plan.timeout, "end of exposure")
+        if ev.data.get("aborted"):
+            raise DiosError(ABORTED, "exposure aborted before its end")
         record = _record(ev)
         lap("expose")
         say("readout", "reading the detector")
@@ -188,14 +190,15 @@ def _record(ev: Event) -> ExposureRecord:
     raise DiosError(INTERNAL, "exposure event without a record")
 
 
-def acquisition_attributes(outcome: ExposureOutcome, sid_cm: float | None = None) -> dict[str, Any]:
+def acquisition_attributes(outcome: ExposureOutcome, sid_cm: float | None = None,
+                           target_ei: float | None = None) -> dict[str, Any]:
     """The acquisition dict the DICOM writer takes, from the real run."""
     r = outcome.record
     res = outcome.result
     acq: dict[str, Any] = {
         "kv": r.kv, "ma": r.ma, "ms": r.ms, "mas": r.mas, "focus": r.focus,
         "dap": r.dap_dgycm2, "ei": getattr(res, "ei", None), "di": getattr(res, "di", None),
-        "target_ei": outcome.frame.meta.get("target_ei"),
+        "target_ei": target_ei,
     }
     if sid_cm is not None:
         acq["sid"] = sid_cm * 10.0
@@ -214,7 +217,7 @@ def detector_attributes(frame: Frame, backend_name: str = "") -> dict[str, Any]:
 def write_outputs(outcome: ExposureOutcome, plan: ExposurePlan) -> None:
     """Write the DICOM file and the PNG preview named in ``plan`` (atomically)."""
     from dios.dicom.dx import write_dx
-    from dios.dicom.png import write_preview
+    from dios.dicom.png import write_preview_png
 
     res = outcome.result
     if plan.dicom_path is not None:
@@ -223,13 +226,13 @@ def write_outputs(outcome: ExposureOutcome, plan: ExposurePlan) -> None:
         write_dx(
             plan.dicom_path, res.image, bits_stored=res.bits_stored,
             patient=plan.patient, study=plan.study, series=plan.series, image=plan.image,
-            acquisition=acquisition_attributes(outcome, sid),
+            acquisition=acquisition_attributes(outcome, sid, plan.view.get("TargetEXI")),
             detector=detector_attributes(outcome.frame),
-            window=(res.window.center, res.window.width),
+            window=tuple(res.window),
             shutter=shutter or None,
         )
     if plan.preview_path is not None:
-        write_preview(plan.preview_path, res.preview)
+        write_preview_png(plan.preview_path, res.preview)
 
 
 def summary(outcome: ExposureOutcome) -> dict[str, Any]:
@@ -240,7 +243,7 @@ def summary(outcome: ExposureOutcome) -> dict[str, Any]:
         "technique": asdict(outcome.technique),
         "delivered": asdict(outcome.record),
         "frame": {"shape": list(outcome.frame.pixels.shape), "mode": outcome.frame.mode.name},
-        "window": {"center": res.window.center, "width": res.window.width},
+        "window": {"center": res.window[0], "width": res.window[1]},
         "ei": res.ei, "di": res.di,
         "collimation": {"kind": col.kind, "confidence": col.confidence} if col else None,
         "dicom": str(outcome.dicom_path) if outcome.dicom_path else None,

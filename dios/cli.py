@@ -1,0 +1,246 @@
+"""The ``dios`` command line.
+
+``dios acquire``
+    One exposure end to end (simulators unless configured): pick a view and its
+    technique from the catalog, set the generator, prepare, wait for all ready, expose,
+    read the frame, run the pipeline, write a DICOM DX For Presentation file and a PNG
+    preview into the data directory, print a summary with per-stage timings.
+``dios process RAW --profile chest``
+    Run the image pipeline on a raw frame (``.npy`` or DICOM) and write DICOM + PNG.
+``dios serve``
+    Start the bus, the services and the HTTP and MessagePack-RPC listeners.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dios.codes import NOT_CALIBRATED, DiosError
+from dios.config import ConfigError, load_config
+
+DEFAULT_VIEW = "View_DX_T_A_CH_PA_00"
+
+
+class ProgressPrinter:
+    """Prints progress lines with the elapsed time, on stderr."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.t0 = time.perf_counter()
+        self.quiet = quiet
+
+    def __call__(self, step: str, detail: str = "") -> None:
+        if not self.quiet:
+            dt = time.perf_counter() - self.t0
+            print(f"[{dt:7.2f} s] {step:<12} {detail}", file=sys.stderr, flush=True)
+
+
+def _calibrate_if_needed(engine: Any, say: ProgressPrinter, frames: int) -> None:
+    from dios.messages import EventKind
+    from dios.uri import DETECTOR
+    from dios.workflow.exposure import check
+    from dios.workflow.waits import wait_status
+
+    if engine.detector.calibration is not None:
+        say("calibration", "using stored calibration maps")
+        return
+    last = {"pct": -10.0}
+
+    def on_progress(ev: Any) -> None:
+        pct = float(ev.value or 0)
+        if pct >= last["pct"] + 25 or pct >= 100:
+            last["pct"] = pct
+            say("calibration", f"{ev.name}: {pct:3.0f} %")
+
+    sub = engine.hub.subscribe(DETECTOR, on_progress, kinds=[EventKind.PROGRESS])
+    try:
+        for cmd in ("CalibrateOffset", "CalibrateGain", "CalibrateDefect"):
+            last["pct"] = -10.0
+            say("calibration", f"{cmd} ({frames} frames)")
+            check(engine.bus.call(DETECTOR, cmd, str(frames), "cal", "dios-cli"))
+            wait_status(lambda: engine.detector.status_string, "DETECTOR_STATUS_STANDBY",
+                        600, cmd, interval=0.01)
+            deadline = time.monotonic() + 1.0  # let the last progress line through
+            while last["pct"] < 100 and time.monotonic() < deadline:
+                time.sleep(0.005)
+    finally:
+        sub.close()
+    if engine.detector.calibration is None:
+        raise DiosError(NOT_CALIBRATED, "calibration produced no maps")
+
+
+def _plan_from_catalog(config: Any, view_id: str, size: str, uid_root: str) -> tuple[Any, dict, dict]:
+    """Build an ExposurePlan for ``view_id`` from the shipped catalog."""
+    from datetime import datetime
+
+    from dios.catalog.service import CatalogService
+    from dios.devices.backends import Technique
+    from dios.uids import UidFactory
+    from dios.workflow.exposure import ExposurePlan
+
+    catalog = CatalogService(None)
+    view = catalog.view_processing(view_id)
+    tech = catalog.tech_params(view_id, size, config.work_station_id)
+    ep, dp = tech["ep"], tech["dp"]
+    technique = Technique(kv=float(ep["kV"]), ma=float(ep["mA"]), ms=float(ep["ms"]),
+                          mas=float(ep["mAs"]), mode=int(ep.get("ExposureMode", 0)),
+                          focus=int(ep.get("Focus", 1)),
+                          aec_field=str(ep.get("AECField", "010")),
+                          aec_density=int(ep.get("AECDensity", 0)))
+    uids = UidFactory(uid_root)
+    now = datetime.now()
+    study_uid = uids.study()
+    study_id = now.strftime("%Y%m%d%H%M%S%f")[:17]
+    plan = ExposurePlan(
+        technique=technique,
+        view=view,
+        patient={"patient_id": "DEMO0001", "patient_name": "Demo^Patient", "patient_sex": "O",
+                 "patient_dob": "1980-01-01", "patient_age": "045Y"},
+        study={"study_instance_uid": study_uid, "study_id": study_id,
+               "accession_number": f"ACC{study_id[-8:]}", "ref_physician": "",
+               "study_description": f"{view.get('anatomic_region', '')} {view.get('view_position', '')}".strip(),
+               "study_datetime": now.isoformat()},
+        series={"series_instance_uid": uids.series(), "series_number": 1,
+                "body_part": view.get("body_part", ""), "view_position": view.get("view_position", ""),
+                "protocol_name": view_id},
+        image={"sop_instance_uid": uids.instance(), "instance_number": 1,
+               "image_laterality": view.get("laterality", "U") or "U", "image_comments": view_id},
+    )
+    return plan, view, dp
+
+
+def cmd_acquire(args: argparse.Namespace) -> int:
+    from dios.engine import build_engine
+    from dios.workflow.exposure import run_exposure, summary
+
+    say = ProgressPrinter(args.quiet)
+    cfg = load_config(args.config, data_dir=Path(args.data_dir) if args.data_dir else None)
+    if args.clock_scale:
+        cfg.devices.clock_scale = args.clock_scale
+    if args.panel:
+        cfg.devices.panel = args.panel
+    cfg.ensure_dirs()
+    say("engine", f"devices: generator={cfg.devices.generator} detector={cfg.devices.detector} "
+                  f"panel={cfg.devices.panel}; data in {cfg.data_dir}")
+    plan, view, dp = _plan_from_catalog(cfg, args.view, args.size, cfg.uid_root)
+    if args.kv:
+        plan.technique = type(plan.technique)(**{**plan.technique.__dict__, "kv": args.kv})
+    if args.mas:
+        t = plan.technique
+        plan.technique = type(t)(**{**t.__dict__, "mas": args.mas, "mode": 1})
+    out = cfg.data_dir / "images" / plan.study["study_instance_uid"]
+    out.mkdir(parents=True, exist_ok=True)
+    plan.dicom_path = out / f"{plan.image['sop_instance_uid']}.dcm"
+    plan.preview_path = cfg.data_dir / "previews" / f"{plan.image['sop_instance_uid']}.png"
+    engine = build_engine(cfg)
+    with engine:
+        _calibrate_if_needed(engine, say, args.cal_frames)
+        engine.set_scene(phantom=view.get("phantom") or view.get("img_proc_id") or "default",
+                         sid_cm=float(dp.get("SID", 115)))
+        say("view", f"{args.view} ({view.get('body_part', '')} {view.get('view_position', '')}), "
+                    f"profile {view.get('img_proc_id')}")
+        outcome = run_exposure(engine, plan, progress=say)
+    info = summary(outcome)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    _print_summary(info)
+    return 0
+
+
+def _print_summary(info: dict[str, Any]) -> None:
+    d, t = info["delivered"], info["technique"]
+    print("\nExposure summary")
+    print(f"  technique set : {t['kv']:g} kV  {t['ma']:g} mA  {t['ms']:g} ms  {t['mas']:g} mAs  "
+          f"focus {'large' if t['focus'] else 'small'}")
+    print(f"  delivered     : {d['kv']:.1f} kV  {d['ma']:.1f} mA  {d['ms']:.1f} ms  "
+          f"{d['mas']:.2f} mAs  DAP {d['dap_dgycm2']:.3f} dGy*cm2  heat {d['heat_hu']:.0f} HU")
+    f = info["frame"]
+    print(f"  frame         : {f['shape'][0]} x {f['shape'][1]} ({f['mode']})")
+    col = info["collimation"] or {}
+    print(f"  collimation   : {col.get('kind')} (confidence {col.get('confidence', 0):.2f})")
+    w = info["window"]
+    di = info["di"]
+    print(f"  window        : WC {w['center']:.0f}  WW {w['width']:.0f}")
+    print(f"  exposure index: EI {info['ei']:.0f}" + (f"  DI {di:+.2f}" if di is not None else ""))
+    print(f"  DICOM         : {info['dicom']}")
+    print(f"  preview       : {info['preview']}")
+    print("  timings (ms)  :")
+    for k, v in info["timings_ms"].items():
+        print(f"    {k:<24} {v:9.2f}")
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from dios.workflow.offline import process_file
+
+    say = ProgressPrinter(False)
+    result = process_file(Path(args.input), profile=args.profile, out_dir=Path(args.out),
+                          calibration=Path(args.calibration) if args.calibration else None,
+                          counts_per_ugy=args.counts_per_ugy, progress=say)
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dios.serve import main as serve_main
+
+    return serve_main(["--config", args.config] if args.config else [])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dios", description="DIOS digital radiography engine")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("acquire", help="one exposure end to end (simulators by default)")
+    a.add_argument("--config", help="TOML configuration file")
+    a.add_argument("--data-dir", help="data directory (default ./dios-data)")
+    a.add_argument("--view", default=DEFAULT_VIEW, help=f"catalog view id (default {DEFAULT_VIEW})")
+    a.add_argument("--size", default="Medium", choices=["Large", "Medium", "Small", "Paediatric"])
+    a.add_argument("--panel", help="detector mode, e.g. CSI_4343, CSI_3543, FLUORO_1024")
+    a.add_argument("--kv", type=float, help="override the view's kV")
+    a.add_argument("--mas", type=float, help="override the view's mAs (mAs mode)")
+    a.add_argument("--clock-scale", type=float, help="simulated time speed-up (default 1 = real time)")
+    a.add_argument("--cal-frames", type=int, default=8, help="frames per calibration step")
+    a.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    a.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    a.set_defaults(func=cmd_acquire)
+
+    pr = sub.add_parser("process", help="run the image pipeline on a raw frame")
+    pr.add_argument("input", help="raw frame: .npy (2-D uint16) or a DICOM file")
+    pr.add_argument("--profile", default="default", help="processing profile (chest, skull, ...)")
+    pr.add_argument("--out", default=".", help="output directory")
+    pr.add_argument("--calibration", help="calibration maps (.npz) to correct the raw frame")
+    pr.add_argument("--counts-per-ugy", type=float, default=100.0,
+                    help="detector calibration factor for the exposure index")
+    pr.set_defaults(func=cmd_process)
+
+    s = sub.add_parser("serve", help="start the services and RPC listeners")
+    s.add_argument("--config", help="TOML configuration file")
+    s.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"dios: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except DiosError as exc:
+        print(f"dios: {exc.code.hex} {exc.description()}\n  solution: {exc.solution()}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dios: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The exposure workflow on the simulators: success, each fault, and recovery."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dios import codes
+from dios.codes import DiosError
+from dios.devices.backends import Technique
+from dios.engine import build_simulated_engine
+from dios.uri import DETECTOR, GENERATOR
+from dios.workflow.exposure import ExposurePlan, check, run_exposure
+from dios.workflow.waits import wait_status
+
+VIEW = {"img_proc_id": "chest", "TargetEXI": 250, "ImageRotate": 0, "ImageHorizontalFlip": False}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    eng = build_simulated_engine(clock_scale=200.0, panel="FLUORO_1024",
+                                 calibration_dir=tmp_path_factory.mktemp("cal"), timeout=20)
+    with eng:
+        for cmd in ("CalibrateOffset", "CalibrateGain", "CalibrateDefect"):
+            check(eng.bus.call(DETECTOR, cmd, "4"))
+            wait_status(lambda: eng.detector.status_string, "DETECTOR_STATUS_STANDBY", 120, cmd)
+        eng.set_scene("chest", 180.0)
+        yield eng
+
+
+def plan(kv=110.0, mas=4.0, timeout=20.0) -> ExposurePlan:
+    return ExposurePlan(Technique(kv=kv, mas=mas, ma=400, ms=10, mode=1), VIEW, timeout=timeout)
+
+
+def test_exposure_end_to_end(engine):
+    out = run_exposure(engine, plan())
+    assert out.frame.pixels.shape == (1024, 1024) and out.frame.pixels.dtype == np.uint16
+    assert out.record.kv == pytest.approx(110, abs=3)
+    assert out.technique.mas == pytest.approx(4.0, rel=0.1)
+    assert out.result.window[1] > 0 and out.result.ei > 0
+    assert out.result.preview.dtype == np.uint8
+    assert engine.bus.global_status()["all_ready"]
+
+
+def test_dose_follows_technique(engine):
+    # doubling the mAs doubles the exposure index (IEC 62494-1 linearity), and the EI
+    # matches the simulator's ground-truth air kerma over the anatomy
+    low = run_exposure(engine, plan(mas=1.0))
+    high = run_exposure(engine, plan(mas=2.0))
+    assert high.result.ei == pytest.approx(2 * low.result.ei, rel=0.05)
+    for out in (low, high):
+        assert out.result.ei == pytest.approx(100 * out.frame.truth.anatomy_dose_ugy, rel=0.05)
+
+
+def _recover_generator(engine):
+    engine.faults["generator"].clear()
+    check(engine.bus.call(GENERATOR, "ResetError"))
+    assert engine.generator.status_string == "GENERATOR_STATUS_STANDBY"
+
+
+def test_interlock_open_then_recovery(engine):
+    engine.faults["generator"].inject("interlock_open")
+    with pytest.raises(DiosError) as e:
+        run_exposure(engine, plan())
+    assert e.value.code is codes.INTERLOCK_OPEN
+    check(engine.bus.call(DETECTOR, "Abort"))
+    # while the door is open, ResetError keeps the fault
+    r = engine.bus.call(GENERATOR, "ResetError")
+    assert not r.ok and engine.generator.status_string in (
+        "GENERATOR_STATUS_ERROR", "GENERATOR_STATUS_STANDBY")
+    _recover_generator(engine)
+    assert run_exposure(engine, plan()).result.ei > 0
+
+
+def test_tube_overheat_refused_then_cools(engine):
+    engine.faults["generator"].inject("tube_overheat")
+    with pytest.raises(DiosError) as e:
+        run_exposure(engine, plan())
+    assert e.value.code is codes.TUBE_OVERHEAT
+    engine.faults["generator"].clear()
+    check(engine.bus.call(DETECTOR, "Abort"))
+    assert run_exposure(engine, plan()).result.ei > 0
+
+
+def test_detector_disconnect_mid_acquisition_then_reconnect(engine):
+    engine.faults["detector"].inject("detector_disconnect", count=1)
+    with pytest.raises(DiosError) as e:
+        run_exposure(engine, plan())
+    assert e.value.code in (codes.DETECTOR_DISCONNECTED, codes.WRONG_STATE)
+    assert engine.detector.status_string in ("DETECTOR_STATUS_DISCONNECTED", "DETECTOR_STATUS_ERROR")
+    assert not engine.bus.global_status()["all_ready"]
+    engine.faults["detector"].clear()
+    check(engine.bus.call(DETECTOR, "Connect")) if engine.detector.status_string.endswith(
+        "DISCONNECTED") else check(engine.bus.call(DETECTOR, "ResetError"))
+    if engine.detector.status_string.endswith("DISCONNECTED"):
+        check(engine.bus.call(DETECTOR, "Connect"))
+    check(engine.bus.call(DETECTOR, "SelectMode", "FLUORO_1024"))
+    wait_status(lambda: engine.generator.status_string, "GENERATOR_STATUS_STANDBY", 10, "gen")
+    assert run_exposure(engine, plan()).result.ei > 0
+
+
+def test_lost_frame_then_reset(engine):
+    engine.faults["detector"].inject("lost_frame", count=1)
+    with pytest.raises(DiosError) as e:
+        run_exposure(engine, plan(timeout=5.0))
+    assert e.value.code in (codes.FRAME_LOST, codes.TIMEOUT)
+    engine.faults["detector"].clear()
+    if engine.detector.status_string == "DETECTOR_STATUS_ERROR":
+        check(engine.bus.call(DETECTOR, "ResetError"))
+    elif engine.detector.status_string != "DETECTOR_STATUS_STANDBY":
+        check(engine.bus.call(DETECTOR, "Abort"))
+    wait_status(lambda: engine.generator.status_string, "GENERATOR_STATUS_STANDBY", 10, "gen")
+    assert run_exposure(engine, plan()).result.ei > 0
+
+
+def test_expose_without_prepare_is_refused_state_unchanged(engine):
+    r = engine.bus.call(GENERATOR, "Expose", "", "tx-x", "t")
+    assert r.code == codes.WRONG_STATE.hex and r.reqTransaction == "tx-x"
+    assert engine.generator.status_string == "GENERATOR_STATUS_STANDBY"
