@@ -7,19 +7,28 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SOURCES := setup.py pyproject.toml $(wildcard native/*.pyx native/*.pxd)
 
-.PHONY: demo test bench lint clean install
+.PHONY: demo test bench lint clean install _apt
 
 install: $(STAMP)
 
 $(STAMP): $(SOURCES)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "DIOS needs Python >= 3.11"'
-	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3-venv missing: installing it"; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; }
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || $(MAKE) --no-print-directory _apt PKGS="python3-venv"
+	@$(PYTHON) -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
+		2>/dev/null || $(MAKE) --no-print-directory _apt PKGS="python3-dev"
+	@command -v cc >/dev/null 2>&1 || $(MAKE) --no-print-directory _apt PKGS="build-essential"
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e '.[test,postgres]'
 	@$(BIN)/python -c 'import native; native.check()' || { echo "compiled core missing: install failed"; exit 1; }
 	@touch $@
+
+# Install Debian packages the set-up needs (a fresh machine has no compiler or venv module).
+_apt:
+	@echo "installing Debian packages: $(PKGS)"
+	@if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install $(PKGS); install them and rerun"; exit 1; fi
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(PKGS)
 
 demo: $(STAMP)
 	$(BIN)/dios acquire

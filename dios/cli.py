@@ -21,10 +21,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dios.codes import NOT_CALIBRATED, DiosError
+from dios.codes import NOT_CALIBRATED, STORAGE_ERROR, DiosError
 from dios.config import ConfigError, load_config
 
 DEFAULT_VIEW = "View_DX_T_A_CH_PA_00"
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
+    return int(text)
 
 
 class ProgressPrinter:
@@ -120,7 +138,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
 
     say = ProgressPrinter(args.quiet)
     cfg = load_config(args.config, data_dir=Path(args.data_dir) if args.data_dir else None)
-    if args.clock_scale:
+    if args.clock_scale is not None:
         cfg.devices.clock_scale = args.clock_scale
     if args.panel:
         cfg.devices.panel = args.panel
@@ -203,10 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--view", default=DEFAULT_VIEW, help=f"catalog view id (default {DEFAULT_VIEW})")
     a.add_argument("--size", default="Medium", choices=["Large", "Medium", "Small", "Paediatric"])
     a.add_argument("--panel", help="detector mode, e.g. CSI_4343, CSI_3543, FLUORO_1024")
-    a.add_argument("--kv", type=float, help="override the view's kV")
-    a.add_argument("--mas", type=float, help="override the view's mAs (mAs mode)")
-    a.add_argument("--clock-scale", type=float, help="simulated time speed-up (default 1 = real time)")
-    a.add_argument("--cal-frames", type=int, default=8, help="frames per calibration step")
+    a.add_argument("--kv", type=positive_float, help="override the view's kV")
+    a.add_argument("--mas", type=positive_float, help="override the view's mAs (mAs mode)")
+    a.add_argument("--clock-scale", type=positive_float,
+                   help="simulated time speed-up (default 1 = real time)")
+    a.add_argument("--cal-frames", type=positive_int, default=8, help="frames per calibration step")
     a.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     a.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     a.set_defaults(func=cmd_acquire)
@@ -216,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--profile", default="default", help="processing profile (chest, skull, ...)")
     pr.add_argument("--out", default=".", help="output directory")
     pr.add_argument("--calibration", help="calibration maps (.npz) to correct the raw frame")
-    pr.add_argument("--counts-per-ugy", type=float, default=100.0,
+    pr.add_argument("--counts-per-ugy", type=positive_float, default=100.0,
                     help="detector calibration factor for the exposure index")
     pr.set_defaults(func=cmd_process)
 
@@ -236,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DiosError as exc:
         print(f"dios: {exc.code.hex} {exc.description()}\n  solution: {exc.solution()}",
               file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"dios: {STORAGE_ERROR.hex} {STORAGE_ERROR.description}: {exc}\n"
+              f"  solution: {STORAGE_ERROR.solution}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dios: interrupted", file=sys.stderr)

@@ -25,7 +25,6 @@ from dios.devices.detector import Detector
 from dios.devices.generator import Generator
 from dios.events import EventHub
 from dios.uri import DETECTOR, GENERATOR
-from dios.workflow.exposure import check
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +65,10 @@ class Engine:
         self.bus.start()
         self._started = True
         try:
-            check(self.bus.call(GENERATOR, "Initialize", "", "start", "engine"))
-            check(self.bus.call(DETECTOR, "Connect", "", "start", "engine"))
+            self.bus.call(GENERATOR, "Initialize", "", "start", "engine").raise_for_error()
+            self.bus.call(DETECTOR, "Connect", "", "start", "engine").raise_for_error()
             if self.panel:
-                check(self.bus.call(DETECTOR, "SelectMode", self.panel, "start", "engine"))
+                self.bus.call(DETECTOR, "SelectMode", self.panel, "start", "engine").raise_for_error()
         except DiosError:
             self.stop()
             raise

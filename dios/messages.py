@@ -77,6 +77,21 @@ class Reply:
                    err.code.hex, err.description(language), err.solution(language), "",
                    {k: v for k, v in err.data.items()})
 
+    def raise_for_error(self) -> Reply:
+        """Return self on success; otherwise raise the reply's own code as DiosError."""
+        if self.ok:
+            return self
+        from dios.codes import INTERNAL
+
+        try:
+            code = ResultCode.from_hex(self.code)
+        except (KeyError, ValueError):
+            code = INTERNAL
+        desc = code.text("en")[0]
+        detail = self.description[len(desc) + 2:] if self.description.startswith(desc + ": ") else ""
+        raise DiosError(code, f"{self.reqName} on {self.deviceUri}" + (f": {detail}" if detail else ""),
+                        **self.data)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "deviceUri": self.deviceUri, "reqName": self.reqName,

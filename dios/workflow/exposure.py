@@ -8,12 +8,13 @@ a callback (the CLI prints it; the task service forwards it as events).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dios.codes import ABORTED, INTERNAL, WRONG_STATE, DiosError, ResultCode
+from dios.codes import ABORTED, INTERNAL, WRONG_STATE, DiosError
 from dios.devices.backends import ExposureRecord, Frame, Technique
 from dios.messages import Event, EventKind, Reply
 from dios.uri import DETECTOR, GENERATOR
@@ -23,14 +24,8 @@ Progress = Callable[[str, str], None]
 
 
 def check(reply: Reply) -> Reply:
-    """Raise the reply's own error when it is not a success."""
-    if not reply.ok:
-        try:
-            code = ResultCode.from_hex(reply.code)
-        except (KeyError, ValueError):
-            code = INTERNAL
-        raise DiosError(code, f"{reply.deviceUri} {reply.reqName}: {reply.description}")
-    return reply
+    """Raise the reply's own error when it is not a success (see Reply.raise_for_error)."""
+    return reply.raise_for_error()
 
 
 @dataclass
@@ -118,7 +113,7 @@ def run_exposure(engine: Any, plan: ExposurePlan, *, pipeline: Any = None,
         timings[name] = (now - t0) * 1000.0
         t0 = now
 
-    tx = f"exp-{int(time.time() * 1000)}"
+    tx = f"exp-{uuid.uuid4().hex[:12]}"
     say("technique", f"{plan.technique.kv:g} kV, {plan.technique.mas:g} mAs")
     accepted = apply_technique(bus, plan.technique, plan.client_id, tx)
     if plan.scene is not None and getattr(engine, "room", None) is not None:
@@ -128,31 +123,11 @@ def run_exposure(engine: Any, plan: ExposurePlan, *, pipeline: Any = None,
     gen = engine.generator
     fpd = engine.detector
     with Watcher(engine.hub, kinds=(EventKind.FAULT, EventKind.IMAGE, EventKind.EXPOSURE)) as watch:
-        say("prepare", "arming detector, rotor boost")
-        check(bus.call(DETECTOR, "Prepare", "", tx, plan.client_id))
-        check(bus.call(GENERATOR, "Prepare", "", tx, plan.client_id))
-        wait_status(lambda: fpd.status_string, "DETECTOR_STATUS_READY", plan.timeout, "detector ready")
-        wait_status(lambda: gen.status_string, ("GENERATOR_STATUS_READY",), plan.timeout,
-                    "generator ready")
-        status = bus.global_status()
-        if not status["all_ready"]:
-            raise DiosError(WRONG_STATE, f"not all ready: {status}")
-        lap("prepare")
-
-        say("expose", "X-ray on")
-        check(bus.call(GENERATOR, "Expose", "", tx, plan.client_id))
-        ev = watch.wait(lambda e: e.kind == EventKind.EXPOSURE and e.deviceUri == GENERATOR,
-                        plan.timeout, "end of exposure")
-        if ev.data.get("aborted"):
-            raise DiosError(ABORTED, "exposure aborted before its end")
-        record = _record(ev)
-        lap("expose")
-        say("readout", "reading the detector")
-        ev = watch.wait(lambda e: e.kind == EventKind.IMAGE and e.deviceUri == DETECTOR,
-                        plan.timeout, "frame readout")
-        frame: Frame = ev.data["frame"]
-        lap("readout")
-
+        try:
+            record, frame = _expose(bus, gen, fpd, watch, plan, tx, say, lap)
+        except BaseException:
+            _stand_down(bus, tx, plan.client_id)
+            raise
     say("process", f"profile {plan.view.get('img_proc_id', 'default')}")
     if pipeline is None:
         pipeline = Pipeline(plan.view.get("img_proc_id") or "default")
@@ -178,6 +153,45 @@ def run_exposure(engine: Any, plan: ExposurePlan, *, pipeline: Any = None,
     lap("store")
     timings["total"] = (time.perf_counter() - t_all) * 1000.0
     return outcome
+
+
+def _expose(bus: Any, gen: Any, fpd: Any, watch: Watcher, plan: ExposurePlan, tx: str,
+            say: Progress, lap: Callable[[str], None]) -> tuple[ExposureRecord, Frame]:
+    """Arm, prepare, wait for all ready, expose; return the readback and the frame."""
+    say("prepare", "arming detector, rotor boost")
+    check(bus.call(DETECTOR, "Prepare", "", tx, plan.client_id))
+    check(bus.call(GENERATOR, "Prepare", "", tx, plan.client_id))
+    wait_status(lambda: fpd.status_string, "DETECTOR_STATUS_READY", plan.timeout, "detector ready")
+    wait_status(lambda: gen.status_string, "GENERATOR_STATUS_READY", plan.timeout, "generator ready")
+    status = bus.global_status()
+    if not status["all_ready"]:
+        raise DiosError(WRONG_STATE, f"not all ready: {status}")
+    lap("prepare")
+
+    say("expose", "X-ray on")
+    check(bus.call(GENERATOR, "Expose", "", tx, plan.client_id))
+    ev = watch.wait(lambda e: e.kind == EventKind.EXPOSURE and e.deviceUri == GENERATOR
+                    and e.reqTransaction == tx, plan.timeout, "end of exposure")
+    if ev.data.get("aborted"):
+        raise DiosError(ABORTED, "exposure aborted before its end")
+    record = _record(ev)
+    lap("expose")
+    say("readout", "reading the detector")
+    ev = watch.wait(lambda e: e.kind == EventKind.IMAGE and e.deviceUri == DETECTOR
+                    and e.reqTransaction == tx, plan.timeout, "frame readout")
+    lap("readout")
+    return record, ev.data["frame"]
+
+
+def _stand_down(bus: Any, tx: str, client: str) -> None:
+    """After a failed exposure: abort whatever is still armed or preparing (best effort)."""
+    for uri, busy in ((GENERATOR, ("PREPARE", "READY", "EXPOSURE")),
+                      (DETECTOR, ("READY", "ACQUIRING", "READOUT"))):
+        try:
+            if bus.device(uri).status_string.rsplit("_", 1)[-1] in busy:
+                bus.call(uri, "Abort", "", tx, client)
+        except DiosError:
+            pass
 
 
 def _record(ev: Event) -> ExposureRecord:
