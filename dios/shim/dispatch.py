@@ -1,0 +1,175 @@
+"""Operations and their dispatch: the part of the shim both transports share.
+
+An :class:`Operation` names one service method three ways: its MessagePack-RPC method
+(``study.register``), its HTTP route (``POST /api/v1/study``) and the permission the
+caller's role needs (a key of the auth service's permission table). :func:`dispatch`
+validates the declared parameters, authenticates, authorises, calls the handler and
+returns the reply message (tagged with its ``@type``) or a :class:`~dios.shim.envelope.Blob`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dios.codes import INVALID_FIELD, MISSING_FIELD, NOT_AUTHENTICATED, DiosError
+from dios.shim.envelope import Blob, typed
+
+#: JSON-schema-ish parameter types understood by the validator and the OpenAPI writer.
+PARAM_TYPES = ("string", "integer", "number", "boolean", "boolish", "object", "array",
+               "string[]", "object[]", "binary", "any")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter. ``where``: ``path``, ``query`` or ``body``."""
+
+    name: str
+    type: str = "string"
+    required: bool = False
+    where: str = "body"
+    description: str = ""
+    example: Any = None
+    max_length: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.type not in PARAM_TYPES:
+            raise ValueError(f"unknown param type {self.type}")
+
+
+@dataclass
+class Context:
+    """Who is calling and how: filled by the transport, read by handlers."""
+
+    services: Any
+    token: str = ""
+    language: str = "en"
+    product: str = ""
+    source: str = ""
+    transport: str = "http"
+    claims: dict[str, Any] | None = None
+    peer: str = ""
+
+    @property
+    def user(self) -> str:
+        return str((self.claims or {}).get("name", ""))
+
+
+Handler = Callable[[Context, dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One service method as the shim exposes it."""
+
+    name: str
+    method: str
+    path: str
+    handler: Handler
+    permission: str | None
+    reply: str | None = None
+    params: tuple[Param, ...] = ()
+    summary: str = ""
+    tag: str = ""
+    #: body kinds: ``json`` (an object), ``json-array`` (a bare array bound to the first
+    #: body param), ``upload`` (multipart form or raw bytes), ``none``
+    body: str = "json"
+    binary_reply: bool = False
+    #: extra body fields are passed through to the handler (services validate them)
+    open_body: bool = False
+    #: the body's fields are documented here but checked by the service itself (one rule
+    #: per field in one place); only path parameters are checked by the shim
+    service_validates: bool = False
+    examples: dict[str, Any] = field(default_factory=dict)
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
+    "object": (dict,), "array": (list,), "string[]": (list,), "object[]": (list,),
+    "binary": (bytes, bytearray, memoryview),
+}
+
+
+def check_param(p: Param, value: Any) -> Any:
+    """Validate (and for path/query strings, convert) one value; INVALID_FIELD if wrong."""
+    if p.type == "any":
+        return value
+    if p.type == "boolish":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise DiosError(INVALID_FIELD, f"{p.name} must be a boolean", field=p.name)
+    if p.where in ("path", "query") and isinstance(value, str):
+        if p.type == "integer":
+            text = value.strip()
+            if not text.lstrip("+-").isdigit():
+                raise DiosError(INVALID_FIELD, f"{p.name} must be an integer", field=p.name)
+            return int(text)
+        if p.type == "boolean":
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise DiosError(INVALID_FIELD, f"{p.name} must be true or false", field=p.name)
+            return value.lower() in ("true", "1")
+    want = _JSON_TYPES[p.type]
+    if isinstance(value, bool) and bool not in want:
+        raise DiosError(INVALID_FIELD, f"{p.name} must be {p.type}, got boolean", field=p.name)
+    if not isinstance(value, want):
+        raise DiosError(INVALID_FIELD, f"{p.name} must be {p.type}, got {type(value).__name__}",
+                        field=p.name)
+    if p.type == "string" and len(value) > p.max_length:
+        raise DiosError(INVALID_FIELD, f"{p.name} longer than {p.max_length}", field=p.name)
+    if p.type == "string[]" and not all(isinstance(v, str) for v in value):
+        raise DiosError(INVALID_FIELD, f"{p.name} must be an array of strings", field=p.name)
+    if p.type == "object[]" and not all(isinstance(v, dict) for v in value):
+        raise DiosError(INVALID_FIELD, f"{p.name} must be an array of objects", field=p.name)
+    return value
+
+
+def validate(op: Operation, args: dict[str, Any]) -> dict[str, Any]:
+    """Check mandatory fields and types of ``args`` against ``op.params``."""
+    if not isinstance(args, dict):
+        raise DiosError(INVALID_FIELD, "parameters must be an object")
+    out: dict[str, Any] = dict(args) if (op.open_body or op.service_validates) else {}
+    for p in op.params:
+        if op.service_validates and p.where != "path":
+            continue
+        if p.name not in args or args[p.name] is None:
+            if p.required:
+                raise DiosError(MISSING_FIELD, p.name, field=p.name)
+            continue
+        if isinstance(args[p.name], str) and args[p.name] == "" and p.required and p.type == "string":
+            raise DiosError(MISSING_FIELD, f"{p.name} is empty", field=p.name)
+        out[p.name] = check_param(p, args[p.name])
+    return out
+
+
+def authenticate(ctx: Context) -> dict[str, Any]:
+    """Verify the caller's token with the auth service; return its claims."""
+    if not ctx.token:
+        raise DiosError(NOT_AUTHENTICATED)
+    claims = ctx.services.auth.verify(ctx.token)
+    ctx.claims = claims
+    return claims
+
+
+def check_access(op: Operation, ctx: Context) -> None:
+    """Authenticate the caller and check ``op``'s permission (nothing for public ops)."""
+    if op.permission is not None:
+        claims = authenticate(ctx)
+        ctx.services.auth.authorize(claims, op.permission)
+
+
+def dispatch(op: Operation, ctx: Context, args: dict[str, Any], *,
+             access_checked: bool = False) -> Any:
+    """Run ``op`` for ``ctx`` with ``args``; return the typed reply data or a Blob.
+
+    Order: authenticate, authorise, validate, call. Raises DiosError for every refusal.
+    """
+    if not access_checked:
+        check_access(op, ctx)
+    clean = validate(op, args)
+    result = op.handler(ctx, clean)
+    if op.binary_reply or isinstance(result, Blob):
+        return result
+    return typed(op.reply, result)

@@ -1,0 +1,135 @@
+"""Bus events as wire messages, and thread-to-asyncio subscription plumbing.
+
+The same event reaches WebSocket clients as JSON and MessagePack-RPC clients as a
+notification; binary members (frame pixels) are kept as bytes for MessagePack and
+described (shape, dtype) without the pixels for JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+from collections.abc import Iterable
+from pathlib import PurePath
+from typing import Any
+
+import numpy as np
+
+from dios.codes import INVALID_FIELD, DiosError
+from dios.messages import Event, EventKind
+
+#: The event topics clients subscribe to, by URI pattern: device events come from
+#: ``DIOS/DEVICE/<Name>``; the services publish on ``DIOS/TASK/*`` (exposure progress,
+#: image ready, selection) and ``DIOS/STUDY/*`` (study changes).
+TOPICS = {
+    "device": "DIOS/DEVICE/*",
+    "task": "DIOS/TASK/*",
+    "study": "DIOS/STUDY/*",
+    "all": "DIOS/*",
+}
+MAX_PATTERN = 200
+
+
+def check_subscription(pattern: Any, kinds: Any) -> tuple[str, list[str] | None]:
+    """Validate a subscription request; INVALID_FIELD otherwise."""
+    if pattern is None:
+        pattern = TOPICS["all"]
+    if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN:
+        raise DiosError(INVALID_FIELD, "pattern must be a URI pattern such as DIOS/DEVICE/*",
+                        field="pattern")
+    pattern = TOPICS.get(pattern, pattern)
+    if not pattern.startswith("DIOS/"):
+        raise DiosError(INVALID_FIELD, "pattern must start with DIOS/", field="pattern")
+    if kinds is None:
+        return pattern, None
+    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+        raise DiosError(INVALID_FIELD, "kinds must be an array of strings", field="kinds")
+    unknown = [k for k in kinds if k not in EventKind.ALL]
+    if unknown:
+        raise DiosError(INVALID_FIELD, f"unknown kind(s) {unknown}; use {list(EventKind.ALL)}",
+                        field="kinds")
+    return pattern, kinds or None
+
+
+def plain(value: Any, binary: bool, depth: int = 0) -> Any:
+    """Make ``value`` encodable: JSON-safe (binary=False) or MessagePack-safe (True)."""
+    if depth > 8:
+        return str(value)
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value) if binary else {"bytes": len(value)}
+    if isinstance(value, np.ndarray):
+        desc = {"shape": list(value.shape), "dtype": str(value.dtype)}
+        if binary:
+            desc["data"] = np.ascontiguousarray(value).tobytes()
+        return desc
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): plain(v, binary, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(v, binary, depth + 1) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            if f.name == "truth":  # simulator ground truth stays server-side
+                continue
+            out[f.name] = plain(getattr(value, f.name), binary, depth + 1)
+        return out
+    return str(value)
+
+
+def event_message(ev: Event, binary: bool = False, frames: bool = False) -> dict[str, Any]:
+    """The wire form of one event. Frame pixels only when ``binary and frames``."""
+    data = dict(ev.data)
+    if not (binary and frames):
+        for key, val in list(data.items()):
+            if hasattr(val, "pixels"):
+                data[key] = plain({k: v for k, v in vars(val).items() if k != "pixels"}
+                                  | {"shape": list(val.pixels.shape)}, binary)
+    return {
+        "uri": ev.deviceUri, "kind": ev.kind, "name": ev.name, "value": ev.value,
+        "data": plain(data, binary), "reqTransaction": ev.reqTransaction,
+        "reqClientID": ev.reqClientID, "timestamp": ev.timestamp, "seq": ev.seq,
+    }
+
+
+class AsyncSubscription:
+    """An EventHub subscription whose events land in an asyncio queue (bounded; when a
+    slow client falls behind, the oldest events are dropped and counted)."""
+
+    def __init__(self, hub: Any, loop: asyncio.AbstractEventLoop, pattern: str,
+                 kinds: Iterable[str] | None, maxsize: int = 1024) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=maxsize)
+        self.dropped = 0
+        self.pattern = pattern
+        self.kinds = list(kinds) if kinds else None
+        self._sub = hub.subscribe(pattern, handler=self._from_thread, kinds=kinds)
+
+    def _from_thread(self, ev: Event) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._put, ev)
+        except RuntimeError:  # loop closed
+            pass
+
+    def _put(self, ev: Event) -> None:
+        if self.queue.full():
+            try:
+                self.queue.get_nowait()
+                self.dropped += 1
+            except asyncio.QueueEmpty:
+                pass
+        self.queue.put_nowait(ev)
+
+    async def get(self) -> Event:
+        return await self.queue.get()
+
+    def close(self) -> None:
+        self._sub.close()

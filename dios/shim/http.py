@@ -1,0 +1,273 @@
+"""The HTTP JSON shim: a Starlette application served by uvicorn.
+
+Every operation of :mod:`dios.shim.api` is one route under ``/api/v1`` (see
+:func:`dios.shim.api.operations` for the table). Requests carry the reference console's
+headers: ``Language`` (``en``/``zh``: localized descriptions and names), ``Product``
+(``DROS``/``VETDROS``: filters the catalog), ``Source`` (``Electron``/``Browser``/``Android``:
+recorded with the request) and ``Authorization: Bearer <token>``. Every reply is the
+envelope ``{code, description, solution, data}``; file downloads are the raw bytes.
+
+HTTP status codes follow the result code's class (400 validation, 401 authentication,
+403 role, 404 unknown id, 409 state conflict, 413 too large, 415 media type, 500
+internal) and the envelope is always present, so a client may rely on either.
+
+The OpenAPI 3 document is generated from the same table and served at
+``/api/v1/openapi.json``; the WebSocket event stream is ``/api/v1/events``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from email.parser import BytesParser
+from email.policy import HTTP as HTTP_POLICY
+from functools import partial
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from dios import codes
+from dios.codes import (
+    INVALID_FIELD,
+    MALFORMED_REQUEST,
+    METHOD_NOT_FOUND,
+    PAYLOAD_TOO_LARGE,
+    UNSUPPORTED_MEDIA,
+    DiosError,
+)
+from dios.shim.dispatch import Context, Operation, check_access, dispatch
+from dios.shim.envelope import Blob, failure, internal_error, language_of, success
+
+log = logging.getLogger("dios.shim.http")
+
+PREFIX = "/api/v1"
+PRODUCTS = ("DROS", "VETDROS")
+SOURCES = ("Electron", "Browser", "Android")
+
+_STATUS_BY_CODE = {
+    codes.NOT_AUTHENTICATED: 401, codes.TOKEN_EXPIRED: 401, codes.TOKEN_INVALID: 401,
+    codes.BAD_CREDENTIALS: 401, codes.FORBIDDEN: 403, codes.PASSWORD_CHANGE_REQUIRED: 403,
+    codes.NOT_FOUND: 404, codes.STUDY_NOT_FOUND: 404, codes.IMAGE_NOT_FOUND: 404,
+    codes.CATALOG_NOT_FOUND: 404, codes.UNKNOWN_DEVICE: 404, codes.METHOD_NOT_FOUND: 404,
+    codes.INVALID_TRANSITION: 409, codes.STUDY_LOCKED: 409, codes.CONFLICT: 409,
+    codes.DUPLICATE: 409, codes.USER_EXISTS: 409, codes.WRONG_STATE: 409, codes.BUSY: 409,
+    codes.CATALOG_READONLY: 409,
+    codes.PAYLOAD_TOO_LARGE: 413, codes.UNSUPPORTED_MEDIA: 415,
+    codes.INTERNAL: 500, codes.STORAGE_ERROR: 500,
+}
+
+
+def http_status(err: DiosError) -> int:
+    """The HTTP status that accompanies ``err``'s envelope."""
+    if err.code in _STATUS_BY_CODE:
+        return _STATUS_BY_CODE[err.code]
+    domain = err.code.value >> 16
+    return {0x01: 409, 0x02: 401, 0x03: 400, 0x04: 400, 0x05: 400, 0x06: 400, 0x07: 422}.get(domain, 500)
+
+
+def error_response(err: DiosError, language: str) -> JSONResponse:
+    return JSONResponse(failure(err, language), status_code=http_status(err))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise DiosError(MALFORMED_REQUEST, "bad Content-Length")
+        if int(declared) > limit:
+            raise DiosError(PAYLOAD_TOO_LARGE, f"{declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise DiosError(PAYLOAD_TOO_LARGE, f"over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes, want: type) -> Any:
+    """Decode a JSON body of type ``want`` (dict or list); MALFORMED_REQUEST otherwise."""
+    if not body.strip():
+        return want()
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DiosError(MALFORMED_REQUEST, f"invalid JSON: {type(exc).__name__}") from None
+    if not isinstance(value, want):
+        kind = "an object" if want is dict else "an array"
+        raise DiosError(MALFORMED_REQUEST, f"the body must be {kind}")
+    return value
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
+    """Form fields of a ``multipart/form-data`` body: text fields as str, files as bytes
+    (with ``<name>.filename`` and ``<name>.content_type`` alongside)."""
+    msg = BytesParser(policy=HTTP_POLICY).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not msg.is_multipart():
+        raise DiosError(MALFORMED_REQUEST, "multipart body without parts or boundary")
+    fields: dict[str, Any] = {}
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is not None or part.get_content_type() not in ("text/plain",):
+            fields[name] = payload
+            fields[f"{name}.filename"] = filename or ""
+            fields[f"{name}.content_type"] = part.get_content_type()
+        else:
+            fields[name] = payload.decode("utf-8", "replace")
+    return fields
+
+
+class HttpShim:
+    """Builds the Starlette app for a set of services and operations."""
+
+    def __init__(self, services: Any, operations: list[Operation], hub: Any = None, *,
+                 max_body: int = 1 << 20, max_upload: int = 32 << 20,
+                 title: str = "DIOS console API", version: str = "1") -> None:
+        self.services = services
+        self.operations = operations
+        self.hub = hub
+        self.max_body = max_body
+        self.max_upload = max_upload
+        self.title = title
+        self.version = version
+        self.requests_by_source: dict[str, int] = {}
+        self.app = self.build()
+
+    # --- app -----------------------------------------------------------------------------
+    def build(self) -> Starlette:
+        from dios.shim.openapi import openapi_document
+        from dios.shim.ws import EventSocket
+
+        routes: list[Any] = []
+        by_path: dict[str, list[Operation]] = {}
+        for op in self.operations:
+            by_path.setdefault(op.path, []).append(op)
+        def specific_first(path: str) -> list[tuple[bool, str]]:
+            return [(seg.startswith("{"), seg) for seg in path.split("/")]
+
+        for path, ops in sorted(by_path.items(), key=lambda kv: specific_first(kv[0])):
+            table = {op.method: op for op in ops}
+            routes.append(Route(PREFIX + path, self.endpoint(table), methods=list(table)))
+        doc = openapi_document(self.operations, PREFIX, self.title, self.version)
+
+        async def openapi(request: Request) -> Response:
+            return JSONResponse(doc)
+
+        routes.append(Route(PREFIX + "/openapi.json", openapi, methods=["GET"]))
+        if self.hub is not None:
+            routes.append(WebSocketRoute(PREFIX + "/events", EventSocket(self.services, self.hub)))
+
+        async def not_found(request: Request, exc: Exception) -> Response:
+            lang = language_of(request.headers.get("language"))
+            if isinstance(exc, HTTPException) and exc.status_code == 405:
+                err = DiosError(METHOD_NOT_FOUND, f"{request.method} not allowed on {request.url.path}")
+                return JSONResponse(failure(err, lang), status_code=405)
+            return error_response(DiosError(METHOD_NOT_FOUND, request.url.path[:200]), lang)
+
+        async def crashed(request: Request, exc: Exception) -> Response:
+            lang = language_of(request.headers.get("language"))
+            return error_response(internal_error(exc, f"http {request.url.path}"), lang)
+
+        return Starlette(routes=routes, exception_handlers={
+            404: not_found, 405: not_found, HTTPException: not_found, Exception: crashed})
+
+    def context(self, request: Request) -> Context:
+        h = request.headers
+        auth = h.get("authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        product = h.get("product", "")
+        if product and product not in PRODUCTS:
+            raise DiosError(INVALID_FIELD, f"Product header must be one of {PRODUCTS}",
+                            field="Product")
+        source = h.get("source", "")[:32]
+        self.requests_by_source[source or "-"] = self.requests_by_source.get(source or "-", 0) + 1
+        client = request.client
+        return Context(services=self.services, token=token,
+                       language=language_of(h.get("language")), product=product,
+                       source=source, transport="http",
+                       peer=f"{client.host}:{client.port}" if client else "")
+
+    async def arguments(self, op: Operation, request: Request) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        declared = {p.name: p for p in op.params}
+        for key, value in request.query_params.items():
+            p = declared.get(key)
+            if p is not None and p.where == "query":
+                args[key] = value
+        if op.method in ("POST", "PUT", "PATCH", "DELETE") and op.body != "none":
+            if op.body == "upload":
+                args.update(await self.upload(request))
+            else:
+                body = await read_body(request, self.max_body)
+                ctype = request.headers.get("content-type", "application/json")
+                if body.strip() and "json" not in ctype and "text/plain" not in ctype:
+                    raise DiosError(UNSUPPORTED_MEDIA, f"{ctype}: send application/json")
+                if op.body == "json-array":
+                    first = next(p for p in op.params if p.where == "body")
+                    value = parse_json(body, list) if body.strip() else None
+                    if isinstance(value, list):
+                        args[first.name] = value
+                    elif value is not None:
+                        raise DiosError(MALFORMED_REQUEST, "the body must be an array")
+                else:
+                    args.update(parse_json(body, dict))
+        for key, value in request.path_params.items():
+            args[key] = value
+        return args
+
+    async def upload(self, request: Request) -> dict[str, Any]:
+        body = await read_body(request, self.max_upload)
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith("multipart/form-data"):
+            return parse_multipart(ctype, body)
+        args: dict[str, Any] = {"data": body, "data.content_type": ctype.split(";")[0].strip()}
+        for key, value in request.query_params.items():
+            args.setdefault(key, value)
+        return args
+
+    def endpoint(self, table: dict[str, Operation]) -> Any:
+        async def handle(request: Request) -> Response:
+            t0 = time.perf_counter()
+            lang = language_of(request.headers.get("language"))
+            op = table.get(request.method)
+            name = op.name if op else request.method
+            source = request.headers.get("source", "")
+            try:
+                if op is None:
+                    raise DiosError(METHOD_NOT_FOUND, request.method)
+                ctx = self.context(request)
+                if op.permission is not None:  # who, before reading what they send
+                    await run_in_threadpool(check_access, op, ctx)
+                args = await self.arguments(op, request)
+                result = await run_in_threadpool(partial(dispatch, access_checked=True),
+                                                 op, ctx, args)
+                if isinstance(result, Blob):
+                    headers = {}
+                    if result.filename:
+                        headers["Content-Disposition"] = f'attachment; filename="{result.filename}"'
+                    response: Response = Response(result.content, media_type=result.media_type,
+                                                  headers=headers)
+                else:
+                    response = JSONResponse(success(result, None, lang))
+            except DiosError as err:
+                response = error_response(err, lang)
+            except Exception as exc:  # noqa: BLE001 - no traceback ever reaches the client
+                response = error_response(internal_error(exc, f"http {name}"), lang)
+            log.debug("%s %s %s source=%s %d %.1f ms", request.method, request.url.path, name,
+                      source or "-", response.status_code, (time.perf_counter() - t0) * 1e3)
+            return response
+
+        return handle

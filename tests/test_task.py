@@ -1,0 +1,272 @@
+"""The task service on the real engine (simulators): technique from the APR, exposures
+landing in exactly one image, orphan frames, faults, uploads and downloads."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pydicom
+import pytest
+
+from dios.codes import DiosError
+from dios.task.service import check_file_name, check_uid, command_permission
+from dios.uri import DETECTOR, GENERATOR
+from dios.workflow.exposure import check
+from dios.workflow.waits import wait_status
+from tests.console_helpers import images_of, start_console, study_request
+from tests.test_shim_http import png_bytes
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory):
+    c = start_console(tmp_path_factory.mktemp("task"))
+    yield c
+    c.stop()
+
+
+@pytest.fixture()
+def svc(console):
+    return console.services
+
+
+def new_study(svc, **over) -> dict:
+    return svc.study.register(study_request(**over), product="DROS")
+
+
+def image_of(svc, sop: str) -> dict:
+    return svc.study.image(sop)
+
+
+def test_command_permissions():
+    assert command_permission("IncParam_KV") == "device.action"
+    assert command_permission("SetParam_AECField") == "device.action"
+    for name in ("Prepare", "Expose", "Abort", "ResetError", "GetStatus"):
+        assert command_permission(name) == "device.action"
+    assert command_permission("CalibrateGain") == "device.calibrate"
+    for name in ("SelectMode", "Connect", "Disconnect", "GetCommands", "Initialize"):
+        assert command_permission(name) == "device.command"
+
+
+def test_argument_checks():
+    assert check_uid("1.2.840.10008.1.2") == "1.2.840.10008.1.2"
+    for bad in ("../x", "1.2.03", "", None, "1..2", "a.b"):
+        with pytest.raises(DiosError) as e:
+            check_uid(bad)
+        assert e.value.code.name == "INVALID_FIELD"
+    assert check_file_name("scan 1.png") == "scan 1.png"
+    for bad in ("../a.png", "a/b.png", "a\\b.png", "..", "", "x\x00.png"):
+        with pytest.raises(DiosError) as e:
+            check_file_name(bad)
+        assert e.value.code.name == "BAD_FILE_NAME"
+
+
+@pytest.mark.parametrize("size", ["Large", "Paediatric"])
+def test_selection_applies_the_apr_technique(svc, size):
+    study = new_study(svc, patient_size=size)
+    image = images_of(study)[1]  # Skull LAT
+    accepted = svc.task.select_image(image["sop_instance_id"])
+    ep = svc.catalog.tech_params(image["view_id"], size, svc.config.work_station_id)["ep"]
+    bus = svc.engine.bus
+    assert float(check(bus.call(GENERATOR, "GetParam_KV")).result) == pytest.approx(ep["kV"])
+    assert float(check(bus.call(GENERATOR, "GetParam_MAS")).result) == pytest.approx(
+        accepted["mas"])
+    assert accepted["kv"] == pytest.approx(ep["kV"])
+    if ep["ExposureMode"] == 0:
+        assert accepted["ma"] == pytest.approx(ep["mA"]) and accepted["ms"] == pytest.approx(ep["ms"])
+    assert accepted["mas"] == pytest.approx(ep["mAs"], rel=0.05)
+    assert svc.task.armed == image["sop_instance_id"]
+    svc.task.disarm()
+    assert svc.task.armed is None
+
+
+def test_expose_without_selection_is_refused(svc):
+    svc.task.disarm()
+    with pytest.raises(DiosError) as e:
+        svc.task.device_command({"deviceUri": GENERATOR, "reqName": "Expose", "reqParam": "",
+                                 "reqTransaction": "t", "reqClientID": "c"})
+    assert e.value.code.name == "WRONG_STATE"
+    assert svc.engine.generator.status_string == "GENERATOR_STATUS_STANDBY"
+
+
+def test_an_exposure_fills_exactly_the_selected_image(svc):
+    study = new_study(svc)
+    first, second, third = (im["sop_instance_id"] for im in images_of(study))
+    before = svc.task.exposures
+    image = svc.task.expose(second)
+    assert image["sop_instance_id"] == second
+    assert (image["expose_status"], image["storage_status"]) == ("Exposed", "Saved")
+    assert svc.task.exposures == before + 1
+    assert image_of(svc, first)["expose_status"] == "Unexposed"
+    assert image_of(svc, third)["expose_status"] == "Unexposed"
+    ctx = svc.study.image_context(second)
+    path = ctx["image"]["image_file_path"]
+    ds = pydicom.dcmread(path)
+    record = svc.engine.generator.last_record
+    assert ds.SOPInstanceUID == second
+    assert ds.StudyInstanceUID == study["study_instance_uid"]
+    assert ds.SeriesInstanceUID == ctx["series"]["series_instance_uid"]
+    assert ds.PatientID == "PET007" and str(ds.PatientName) == "Buddy"
+    assert ds.Modality == "DX" and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.1.1"
+    assert float(ds.KVP) == pytest.approx(record.kv, abs=0.5)
+    assert ds.pixel_array.shape == (1024, 1024) and ds.pixel_array.std() > 0
+    assert not [p for p in (svc.task.images_dir / study["study_instance_uid"]).iterdir()
+                if p.suffix != ".dcm"]  # no temporary files left behind
+    proc = ctx["image"]
+    assert proc["ei"] is not None and proc["ei"] > 0
+    # the same image cannot be exposed again
+    with pytest.raises(DiosError) as e:
+        svc.task.expose(second)
+    assert e.value.code.name == "INVALID_TRANSITION"
+    assert svc.task.exposures == before + 1
+
+
+def test_device_command_flow_like_the_console(svc):
+    """Select, then Prepare and Expose as device commands; the frame lands by itself."""
+    study = new_study(svc)
+    sop = images_of(study)[0]["sop_instance_id"]
+    sub = svc.engine.hub.subscribe("DIOS/TASK/Image")
+    try:
+        svc.task.select_image(sop, client="console")
+        for uri in (DETECTOR, GENERATOR):
+            svc.task.device_command({"deviceUri": uri, "reqName": "Prepare", "reqParam": "",
+                                     "reqTransaction": "tx1", "reqClientID": "console"})
+        wait_status(lambda: svc.engine.generator.status_string, "GENERATOR_STATUS_READY", 30, "ready")
+        wait_status(lambda: svc.engine.detector.status_string, "DETECTOR_STATUS_READY", 30, "ready")
+        svc.task.device_command({"deviceUri": GENERATOR, "reqName": "Expose", "reqParam": "",
+                                 "reqTransaction": "tx1", "reqClientID": "console"})
+        ev = sub.get(timeout=30)
+        assert ev is not None and ev.name == "ready" and ev.value == sop
+        assert ev.reqTransaction == "tx1"
+    finally:
+        sub.close()
+    assert image_of(svc, sop)["expose_status"] == "Exposed"
+    assert svc.task.armed is None
+
+
+def test_a_frame_without_a_selected_image_is_stored_nowhere(svc):
+    study = new_study(svc)
+    svc.task.disarm()
+    orphans = svc.task.orphan_frames
+    bus = svc.engine.bus
+    check(bus.call(DETECTOR, "Prepare"))
+    check(bus.call(GENERATOR, "Prepare"))
+    wait_status(lambda: svc.engine.generator.status_string, "GENERATOR_STATUS_READY", 30, "ready")
+    wait_status(lambda: svc.engine.detector.status_string, "DETECTOR_STATUS_READY", 30, "ready")
+    check(bus.call(GENERATOR, "Expose"))  # straight onto the bus, past the task service
+    deadline = time.time() + 30
+    while svc.task.orphan_frames == orphans and time.time() < deadline:
+        time.sleep(0.01)
+    assert svc.task.orphan_frames == orphans + 1
+    assert all(im["expose_status"] == "Unexposed"
+               for im in images_of(svc.study.get(study["study_id"])))
+
+
+def test_a_lost_frame_leaves_the_image_unexposed_and_a_retry_lands_once(svc):
+    study = new_study(svc)
+    sop = images_of(study)[0]["sop_instance_id"]
+    faults = svc.engine.faults["detector"]
+    faults.inject("lost_frame", 1)
+    try:
+        with pytest.raises(DiosError) as e:
+            svc.task.expose(sop, timeout=20)
+        assert e.value.code.name in ("FRAME_LOST", "TIMEOUT", "DEVICE_FAULT")
+    finally:
+        faults.clear()
+    assert image_of(svc, sop)["expose_status"] == "Unexposed"
+    assert svc.task.armed is None
+    bus = svc.engine.bus
+    if svc.engine.detector.status_string == "DETECTOR_STATUS_ERROR":
+        check(bus.call(DETECTOR, "ResetError"))
+    if svc.engine.generator.status_string == "GENERATOR_STATUS_ERROR":
+        check(bus.call(GENERATOR, "ResetError"))
+    image = svc.task.expose(sop)
+    assert image["expose_status"] == "Exposed"
+    exposed = [im for im in images_of(svc.study.get(study["study_id"]))
+               if im["expose_status"] == "Exposed"]
+    assert [im["sop_instance_id"] for im in exposed] == [sop]
+
+
+def test_an_open_interlock_refuses_the_exposure_and_changes_nothing(svc):
+    study = new_study(svc)
+    sop = images_of(study)[0]["sop_instance_id"]
+    faults = svc.engine.faults["generator"]
+    faults.inject("interlock_open")
+    try:
+        with pytest.raises(DiosError) as e:
+            svc.task.expose(sop, timeout=20)
+        assert e.value.code.name == "INTERLOCK_OPEN"
+    finally:
+        faults.clear()
+    assert image_of(svc, sop)["expose_status"] == "Unexposed"
+    bus = svc.engine.bus
+    for uri in (GENERATOR, DETECTOR):
+        dev = bus.device(uri)
+        if dev.status_string.endswith("_ERROR"):
+            check(bus.call(uri, "ResetError"))
+        elif dev.status_string.endswith("_READY"):
+            check(bus.call(uri, "Abort"))
+    assert svc.task.expose(sop)["expose_status"] == "Exposed"
+
+
+def test_upload_and_downloads(svc):
+    study = new_study(svc)
+    sop = images_of(study)[2]["sop_instance_id"]
+    with pytest.raises(DiosError) as e:
+        svc.task.upload_png(sop, b"not a png")
+    assert e.value.code.name == "UNSUPPORTED_MEDIA"
+    with pytest.raises(DiosError) as e:
+        svc.task.upload_png(sop, png_bytes(), "../../x.png")
+    assert e.value.code.name == "BAD_FILE_NAME"
+    with pytest.raises(DiosError) as e:
+        svc.task.image_file(sop)
+    assert e.value.code.name == "INVALID_TRANSITION"
+    reply = svc.task.upload_png(sop, png_bytes((40, 30)), "scan.png")
+    content, name = svc.task.image_file(sop)
+    assert name == reply["path"]
+    ds = pydicom.dcmread(svc.study.image_context(sop)["image"]["image_file_path"])
+    assert (ds.Rows, ds.Columns) == (40, 30)
+    expected = (np.arange(40 * 30) % 251).reshape(40, 30)
+    assert np.array_equal(ds.pixel_array.astype(int), expected)
+    preview, pname = svc.task.preview(sop)
+    assert preview[:8] == b"\x89PNG\r\n\x1a\n" and pname == f"{sop}.png"
+    with pytest.raises(DiosError) as e:
+        svc.task.upload_png(sop, png_bytes())
+    assert e.value.code.name == "INVALID_TRANSITION"
+
+
+def test_global_status_shape(svc):
+    st = svc.task.global_status()
+    assert list(st) == ["@type", "gen_status", "gen_ready", "fpd_status", "fpd_ready",
+                        "insp_status", "insp_ready", "all_ready"]
+    assert st["gen_status"].startswith("GENERATOR_STATUS_")
+    assert st["fpd_status"].startswith("DETECTOR_STATUS_")
+    assert st["all_ready"] == (st["gen_ready"] and st["fpd_ready"] and st["insp_ready"])
+
+
+def test_an_exposure_whose_frame_never_comes_is_given_up(svc):
+    """The panel was not armed: the generator fires, no frame arrives; after the exposure
+    timeout the image is Unexposed again and the room free for the next selection."""
+    study = new_study(svc)
+    sop = images_of(study)[0]["sop_instance_id"]
+    task = svc.task
+    saved = task.exposure_timeout
+    task.exposure_timeout = 1.0
+    try:
+        task.select_image(sop)
+        task.device_command({"deviceUri": GENERATOR, "reqName": "Prepare"})
+        wait_status(lambda: svc.engine.generator.status_string, "GENERATOR_STATUS_READY", 30,
+                    "ready")
+        task.device_command({"deviceUri": GENERATOR, "reqName": "Expose"})
+        assert image_of(svc, sop)["expose_status"] == "Exposing"
+        with pytest.raises(DiosError) as e:  # no second exposure while one is in flight
+            task.device_command({"deviceUri": GENERATOR, "reqName": "Expose"})
+        assert e.value.code.name in ("WRONG_STATE", "BUSY")
+        deadline = time.time() + 10
+        while image_of(svc, sop)["expose_status"] != "Unexposed" and time.time() < deadline:
+            time.sleep(0.02)
+    finally:
+        task.exposure_timeout = saved
+    assert image_of(svc, sop)["expose_status"] == "Unexposed"
+    assert task.armed is None
+    assert task.expose(sop)["expose_status"] == "Exposed"
