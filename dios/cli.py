@@ -24,7 +24,7 @@ from typing import Any
 from dios.codes import NOT_CALIBRATED, STORAGE_ERROR, DiosError
 from dios.config import ConfigError, load_config
 
-DEFAULT_VIEW = "View_DX_T_A_CH_PA_00"
+DEFAULT_VIEW = "View_DX_T_A_CH_PA_00"  # chest PA
 
 
 def positive_float(text: str) -> float:
@@ -92,49 +92,19 @@ def _calibrate_if_needed(engine: Any, say: ProgressPrinter, frames: int) -> None
         raise DiosError(NOT_CALIBRATED, "calibration produced no maps")
 
 
-def _plan_from_catalog(config: Any, view_id: str, size: str, uid_root: str) -> tuple[Any, dict, dict]:
-    """Build an ExposurePlan for ``view_id`` from the shipped catalog."""
-    from datetime import datetime
-
-    from dios.catalog.service import CatalogService
-    from dios.devices.backends import Technique
-    from dios.uids import UidFactory
-    from dios.workflow.exposure import ExposurePlan
-
-    catalog = CatalogService(None)
-    view = catalog.view_processing(view_id)
-    tech = catalog.tech_params(view_id, size, config.work_station_id)
-    ep, dp = tech["ep"], tech["dp"]
-    technique = Technique(kv=float(ep["kV"]), ma=float(ep["mA"]), ms=float(ep["ms"]),
-                          mas=float(ep["mAs"]), mode=int(ep.get("ExposureMode", 0)),
-                          focus=int(ep.get("Focus", 1)),
-                          aec_field=str(ep.get("AECField", "010")),
-                          aec_density=int(ep.get("AECDensity", 0)))
-    uids = UidFactory(uid_root)
-    now = datetime.now()
-    study_uid = uids.study()
-    study_id = now.strftime("%Y%m%d%H%M%S%f")[:17]
-    plan = ExposurePlan(
-        technique=technique,
-        view=view,
-        patient={"patient_id": "DEMO0001", "patient_name": "Demo^Patient", "patient_sex": "O",
-                 "patient_dob": "1980-01-01", "patient_age": "045Y"},
-        study={"study_instance_uid": study_uid, "study_id": study_id,
-               "accession_number": f"ACC{study_id[-8:]}", "ref_physician": "",
-               "study_description": f"{view.get('anatomic_region', '')} {view.get('view_position', '')}".strip(),
-               "study_datetime": now.isoformat()},
-        series={"series_instance_uid": uids.series(), "series_number": 1,
-                "body_part": view.get("body_part", ""), "view_position": view.get("view_position", ""),
-                "protocol_name": view_id},
-        image={"sop_instance_uid": uids.instance(), "instance_number": 1,
-               "image_laterality": view.get("laterality", "U") or "U", "image_comments": view_id},
-    )
-    return plan, view, dp
+DEMO_PATIENT = {
+    "accession_number": "", "patient_id": "DEMO0001", "patient_name": "Demo^Patient",
+    "patient_size": "Medium", "patient_age": "045Y", "patient_dob": "1980-01-01T00:00:00Z",
+    "patient_sex": "O", "patient_type": "Human", "modality": "DX", "study_type": "Normal",
+}
 
 
 def cmd_acquire(args: argparse.Namespace) -> int:
+    """Register a demo study in the embedded store, expose its view, store the image."""
     from dios.engine import build_engine
-    from dios.workflow.exposure import run_exposure, summary
+    from dios.messages import EventKind
+    from dios.serve import build_services
+    from dios.workflow.exposure import summary
 
     say = ProgressPrinter(args.quiet)
     cfg = load_config(args.config, data_dir=Path(args.data_dir) if args.data_dir else None)
@@ -144,26 +114,36 @@ def cmd_acquire(args: argparse.Namespace) -> int:
         cfg.devices.panel = args.panel
     cfg.ensure_dirs()
     say("engine", f"devices: generator={cfg.devices.generator} detector={cfg.devices.detector} "
-                  f"panel={cfg.devices.panel}; data in {cfg.data_dir}")
-    plan, view, dp = _plan_from_catalog(cfg, args.view, args.size, cfg.uid_root)
-    if args.kv:
-        plan.technique = type(plan.technique)(**{**plan.technique.__dict__, "kv": args.kv})
-    if args.mas:
-        t = plan.technique
-        plan.technique = type(t)(**{**t.__dict__, "mas": args.mas, "mode": 1})
-    out = cfg.data_dir / "images" / plan.study["study_instance_uid"]
-    out.mkdir(parents=True, exist_ok=True)
-    plan.dicom_path = out / f"{plan.image['sop_instance_uid']}.dcm"
-    plan.preview_path = cfg.data_dir / "previews" / f"{plan.image['sop_instance_uid']}.png"
+                  f"panel={cfg.devices.panel}; store {cfg.database}")
     engine = build_engine(cfg)
     with engine:
-        _calibrate_if_needed(engine, say, args.cal_frames)
-        engine.set_scene(phantom=view.get("phantom") or view.get("img_proc_id") or "default",
-                         sid_cm=float(dp.get("SID", 115)))
-        say("view", f"{args.view} ({view.get('body_part', '')} {view.get('view_position', '')}), "
-                    f"profile {view.get('img_proc_id')}")
-        outcome = run_exposure(engine, plan, progress=say)
+        services = build_services(cfg, engine)
+        try:
+            view = services.catalog.view_processing(args.view)
+            _calibrate_if_needed(engine, say, args.cal_frames)
+            engine.set_scene(phantom=view.get("img_proc_id") or "default")
+            patient = dict(DEMO_PATIENT, patient_size=args.size,
+                           accession_number=f"DEMO{int(time.time())}")
+            study = services.study.register({**patient, "views": [
+                {"view_id": args.view, "procedure_id": ""}]}, source="dios-cli")
+            sop = study["series"][0]["images"][0]["sop_instance_id"]
+            say("study", f"{study['study_id']}: {args.view} ({view.get('body_part', '')} "
+                         f"{view.get('view_position', '')}), profile {view.get('img_proc_id')}")
+            sub = engine.hub.subscribe("DIOS/TASK/Exposure", kinds=[EventKind.PROGRESS],
+                                       handler=lambda ev: say(ev.name, f"{ev.value} %"))
+            try:
+                image = services.task.expose(sop, client="dios-cli")
+            finally:
+                sub.close()
+            outcome = services.task.last_outcome
+        finally:
+            services.task.close()
+    assert outcome is not None
+    outcome.dicom_path = Path(image.get("image_file_path") or outcome.dicom_path or "")
     info = summary(outcome)
+    info["study"] = {"study_id": study["study_id"], "sop_instance_uid": sop,
+                     "expose_status": image.get("expose_status"),
+                     "storage_status": image.get("storage_status")}
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
@@ -186,6 +166,9 @@ def _print_summary(info: dict[str, Any]) -> None:
     di = info["di"]
     print(f"  window        : WC {w['center']:.0f}  WW {w['width']:.0f}")
     print(f"  exposure index: EI {info['ei']:.0f}" + (f"  DI {di:+.2f}" if di is not None else ""))
+    st = info["study"]
+    print(f"  study         : {st['study_id']} image {st['sop_instance_uid']} "
+          f"({st['expose_status']}, {st['storage_status']})")
     print(f"  DICOM         : {info['dicom']}")
     print(f"  preview       : {info['preview']}")
     print("  timings (ms)  :")

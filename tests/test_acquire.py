@@ -29,8 +29,8 @@ def acquired(tmp_path_factory):
 
 def test_progress_is_visible(acquired):
     _, _, stderr = acquired
-    for step in ("engine", "calibration", "technique", "prepare", "expose", "readout",
-                 "process", "store"):
+    for step in ("engine", "calibration", "study", "prepare", "expose", "process", "store",
+                 "done"):
         assert f"] {step}" in stderr, f"no progress line for {step}:\n{stderr}"
 
 
@@ -61,10 +61,23 @@ def test_dicom_carries_the_real_run(acquired):
 def test_summary_has_stage_timings(acquired):
     _, info, _ = acquired
     t = info["timings_ms"]
-    for key in ("technique", "prepare", "expose", "readout", "process", "store", "total"):
-        assert key in t and t[key] >= 0
-    assert any(k.startswith("pipeline.") for k in t)
+    for key in ("corrections", "collimation", "enhancement", "window", "output", "total"):
+        assert t[f"pipeline.{key}"] >= 0
     assert info["collimation"]["kind"] in ("rect", "circle", "none")
+
+
+def test_image_is_in_the_embedded_store(acquired):
+    from dios.store import open_database
+
+    data, info, _ = acquired
+    assert info["study"]["expose_status"] == "Exposed"
+    assert info["study"]["storage_status"] == "Saved"
+    db = open_database(f"sqlite:///{data / 'dios.db'}")
+    with db.transaction(readonly=True) as tx:
+        row = tx.query_one("SELECT * FROM images WHERE sop_instance_id = ?",
+                           (info["study"]["sop_instance_uid"],))
+    assert row["expose_status"] == "Exposed"
+    assert Path(row["image_file_path"]) == Path(info["dicom"])
 
 
 def test_second_run_reuses_calibration(acquired):

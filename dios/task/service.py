@@ -171,6 +171,8 @@ class TaskService:
         self._waiters: dict[str, Future] = {}
         self._pipelines: dict[str, Any] = {}
         self.exposures = 0
+        #: the last stored exposure (record, frame, pipeline result, timings)
+        self.last_outcome: ExposureOutcome | None = None
         self.orphan_frames = 0
         self.failures = 0
         self._sub = self.hub.subscribe(
@@ -543,6 +545,7 @@ class TaskService:
                         p.unlink(missing_ok=True)
                 raise
             self.exposures += 1
+            self.last_outcome = outcome
             total = (time.perf_counter() - t0) * 1000.0
             self._publish(IMAGE_URI, EventKind.IMAGE, "ready", sop, tx, client,
                           study_id=armed.study_id, sop_instance_uid=sop,
