@@ -1,0 +1,776 @@
+"""Numba kernels for collimator detection (called only through :mod:`processing.collimator`).
+
+All kernels are compiled with ``cache=True`` and never query the thread count inside, so
+the on-disk cache stays valid. Coordinates follow the image convention: ``x`` = column,
+``y`` = row, pixel centres at integer positions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# --------------------------------------------------------------------------------------------
+# Full-resolution passes
+# --------------------------------------------------------------------------------------------
+
+
+_FM = {"reassoc", "contract", "arcp", "nsz"}  # fast sums, NaN/inf still propagate
+
+
+@njit(cache=True, fastmath=_FM, inline="always")
+def _down_row(src, f, out, i, acc):  # pragma: no cover - compiled
+    H, W = src.shape
+    w = out.shape[1]
+    wf = W // f
+    r0 = i * f
+    r1 = min(r0 + f, H)
+    for c in range(W):
+        acc[c] = 0.0
+    for r in range(r0, r1):
+        row = src[r]
+        for c in range(W):
+            acc[c] += row[c]
+    inv = np.float32(1.0 / ((r1 - r0) * f))
+    for j in range(wf):
+        s = np.float32(0.0)
+        b = j * f
+        for c in range(f):
+            s += acc[b + c]
+        out[i, j] = s * inv
+    if wf < w:
+        s = np.float32(0.0)
+        for c in range(wf * f, W):
+            s += acc[c]
+        out[i, wf] = s / np.float32((r1 - r0) * (W - wf * f))
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def area_downsample(src, f, out):  # pragma: no cover - compiled
+    """Block mean of ``src`` over ``f`` x ``f`` blocks into ``out`` (float32), row-parallel.
+
+    ``out`` has shape ``(ceil(H / f), ceil(W / f))``; blocks cut by the image edge are
+    averaged over their valid pixels. NaN and inf propagate into the block they fall in.
+    """
+    W = src.shape[1]
+    for i in prange(out.shape[0]):
+        acc = np.empty(W, dtype=np.float32)
+        _down_row(src, f, out, i, acc)
+
+
+@njit(cache=True, fastmath=_FM)
+def area_downsample_serial(src, f, out):  # pragma: no cover - compiled
+    """:func:`area_downsample` on one thread, for small images."""
+    acc = np.empty(src.shape[1], dtype=np.float32)
+    for i in range(out.shape[0]):
+        _down_row(src, f, out, i, acc)
+
+
+@njit(cache=True)
+def edge_gradients(img, d, dx, dy):  # pragma: no cover - compiled
+    """Step-edge gradients (see ``processing.collimator._edge_gradients``) into ``dx, dy``.
+
+    Sobel (divided by 8, replicated border) of ``img``; each gradient vector is scaled by
+    ``max(0, |g_a| - max(|g_a| at +-d along a)) / |g_a|`` where ``a`` is its dominant axis.
+    """
+    H, W = img.shape
+    gx = np.empty((H, W), dtype=np.float32)
+    gy = np.empty((H, W), dtype=np.float32)
+    for y in range(H):
+        ym = max(y - 1, 0)
+        yp = min(y + 1, H - 1)
+        for x in range(W):
+            xm = max(x - 1, 0)
+            xp = min(x + 1, W - 1)
+            gx[y, x] = 0.125 * (
+                (img[ym, xp] - img[ym, xm]) + 2.0 * (img[y, xp] - img[y, xm])
+                + (img[yp, xp] - img[yp, xm])
+            )
+            gy[y, x] = 0.125 * (
+                (img[yp, xm] - img[ym, xm]) + 2.0 * (img[yp, x] - img[ym, x])
+                + (img[yp, xp] - img[ym, xp])
+            )
+    for y in range(H):
+        for x in range(W):
+            a = abs(gx[y, x])
+            b = abs(gy[y, x])
+            r = 0.0
+            if a >= b:
+                if d <= x < W - d and a > 0.0:
+                    e = a - max(abs(gx[y, x - d]), abs(gx[y, x + d]))
+                    r = e / a if e > 0.0 else 0.0
+            else:
+                if d <= y < H - d and b > 0.0:
+                    e = b - max(abs(gy[y - d, x]), abs(gy[y + d, x]))
+                    r = e / b if e > 0.0 else 0.0
+            dx[y, x] = gx[y, x] * r
+            dy[y, x] = gy[y, x] * r
+
+
+@njit(cache=True, inline="always")
+def _rect_row(mask, y, c, s, u0, u1, v0, v1):  # pragma: no cover - compiled
+    W = mask.shape[1]
+    lo = 0.0
+    hi = W - 1.0
+    # u constraint: c*x in [u0 - s*y, u1 - s*y]
+    a0 = u0 - s * y
+    a1 = u1 - s * y
+    if c > 1e-12:
+        lo = max(lo, a0 / c)
+        hi = min(hi, a1 / c)
+    elif c < -1e-12:
+        lo = max(lo, a1 / c)
+        hi = min(hi, a0 / c)
+    elif not (a0 <= 0.0 <= a1):
+        hi = -1.0
+    # v constraint: -s*x in [v0 - c*y, v1 - c*y]
+    b0 = v0 - c * y
+    b1 = v1 - c * y
+    if s > 1e-12:
+        lo = max(lo, -b1 / s)
+        hi = min(hi, -b0 / s)
+    elif s < -1e-12:
+        lo = max(lo, -b0 / s)
+        hi = min(hi, -b1 / s)
+    elif not (b0 <= 0.0 <= b1):
+        hi = -1.0
+    row = mask[y]
+    if hi < lo:
+        row[:] = False
+        return
+    xa = max(int(math.ceil(lo - 1e-9)), 0)
+    xb = min(int(math.floor(hi + 1e-9)), W - 1)
+    row[:xa] = False
+    row[xa:xb + 1] = True
+    row[xb + 1:] = False
+
+
+@njit(cache=True, inline="always")
+def _circle_row(mask, y, cx, cy, r):  # pragma: no cover - compiled
+    W = mask.shape[1]
+    row = mask[y]
+    dy = y - cy
+    d = r * r - dy * dy
+    if d < 0.0:
+        row[:] = False
+        return
+    half = math.sqrt(d)
+    xa = max(int(math.ceil(cx - half - 1e-9)), 0)
+    xb = min(int(math.floor(cx + half + 1e-9)), W - 1)
+    if xb < xa:
+        row[:] = False
+        return
+    row[:xa] = False
+    row[xa:xb + 1] = True
+    row[xb + 1:] = False
+
+
+@njit(parallel=True, cache=True)
+def fill_rect_mask(mask, c, s, u0, u1, v0, v1):  # pragma: no cover - compiled
+    """Rasterise the rotated rectangle ``u0 <= c*x + s*y <= u1``, ``v0 <= -s*x + c*y <= v1``.
+
+    A pixel is inside when its centre satisfies both inequalities. Infinite bounds are
+    allowed (blade outside the image). Writes every pixel of ``mask`` once, row-parallel.
+    """
+    for y in prange(mask.shape[0]):
+        _rect_row(mask, y, c, s, u0, u1, v0, v1)
+
+
+@njit(cache=True)
+def fill_rect_mask_serial(mask, c, s, u0, u1, v0, v1):  # pragma: no cover - compiled
+    """:func:`fill_rect_mask` on one thread, for small masks."""
+    for y in range(mask.shape[0]):
+        _rect_row(mask, y, c, s, u0, u1, v0, v1)
+
+
+@njit(parallel=True, cache=True)
+def fill_circle_mask(mask, cx, cy, r):  # pragma: no cover - compiled
+    """Rasterise the disc of centre ``(cx, cy)`` and radius ``r`` (pixel centres inside)."""
+    for y in prange(mask.shape[0]):
+        _circle_row(mask, y, cx, cy, r)
+
+
+@njit(cache=True)
+def fill_circle_mask_serial(mask, cx, cy, r):  # pragma: no cover - compiled
+    """:func:`fill_circle_mask` on one thread, for small masks."""
+    for y in range(mask.shape[0]):
+        _circle_row(mask, y, cx, cy, r)
+
+
+@njit(cache=True)
+def profile_edges(lin, bx, by, nx, ny, scale, floor, tau, min_step):  # pragma: no cover
+    """Sub-pixel step positions on short profiles across a boundary.
+
+    For each base point ``(bx, by)`` and inward unit normal ``(nx, ny)``, samples ``lin``
+    (bilinear) at offsets -4..4 along the normal. Returns ``(offset, ok)``: the centroid of
+    the intensity derivative after removing the local slope (mean of the two end
+    derivatives), and whether the profile rises inwards by more than ``2 * tau`` in
+    square-root units of ``scale`` and by more than ``min_step`` in ``log(x + floor)``.
+    """
+    h, w = lin.shape
+    n = bx.shape[0]
+    off = np.zeros(n)
+    ok = np.zeros(n, dtype=np.bool_)
+    prof = np.empty(9)
+    for k in range(n):
+        for j in range(9):
+            d = j - 4.0
+            x = min(max(bx[k] + d * nx[k], 0.0), w - 1.000001)
+            y = min(max(by[k] + d * ny[k], 0.0), h - 1.000001)
+            x0 = int(x)
+            y0 = int(y)
+            fx = x - x0
+            fy = y - y0
+            top = lin[y0, x0] * (1 - fx) + lin[y0, x0 + 1] * fx
+            bot = lin[y0 + 1, x0] * (1 - fx) + lin[y0 + 1, x0 + 1] * fx
+            prof[j] = top * (1 - fy) + bot * fy
+        lo = max(prof[2], 0.0)
+        hi = max(prof[6], 0.0)
+        if math.sqrt(hi / scale) - math.sqrt(lo / scale) <= 2.0 * tau:
+            continue
+        if math.log((hi + floor) / (lo + floor)) <= min_step:
+            continue
+        base = 0.5 * ((prof[1] - prof[0]) + (prof[8] - prof[7]))
+        tot = 0.0
+        mom = 0.0
+        for j in range(8):
+            dv = prof[j + 1] - prof[j] - base
+            if dv > 0.0:
+                tot += dv
+                mom += dv * (j - 3.5)
+        if tot > 0.0:
+            off[k] = mom / tot
+            ok[k] = True
+    return off, ok
+
+
+# --------------------------------------------------------------------------------------------
+# Work-resolution kernels
+# --------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def collect_edges(gx, gy, thr, strong):  # pragma: no cover - compiled
+    """Edge pixels (``|gx| + |gy| > thr``) with their gradients, and the strong edges
+    (``max(|gx|, |gy|) > strong``, one pixel away from the border).
+
+    Returns ``(ex, ey, egx, egy, sx, sy)``, coordinates as float32.
+    """
+    H, W = gx.shape
+    n = 0
+    m = 0
+    for y in range(H):
+        for x in range(W):
+            a = abs(gx[y, x])
+            b = abs(gy[y, x])
+            if a + b > thr:
+                n += 1
+            if 0 < y < H - 1 and 0 < x < W - 1 and max(a, b) > strong:
+                m += 1
+    ex = np.empty(n, np.float32)
+    ey = np.empty(n, np.float32)
+    egx = np.empty(n, np.float32)
+    egy = np.empty(n, np.float32)
+    sx = np.empty(m, np.float32)
+    sy = np.empty(m, np.float32)
+    n = 0
+    m = 0
+    for y in range(H):
+        for x in range(W):
+            a = abs(gx[y, x])
+            b = abs(gy[y, x])
+            if a + b > thr:
+                ex[n] = x
+                ey[n] = y
+                egx[n] = gx[y, x]
+                egy[n] = gy[y, x]
+                n += 1
+            if 0 < y < H - 1 and 0 < x < W - 1 and max(a, b) > strong:
+                sx[m] = x
+                sy[m] = y
+                m += 1
+    return ex, ey, egx, egy, sx, sy
+
+
+@njit(cache=True)
+def rotated_valid(H2, W2, c, s, ox, oy, cx, cy, w, h):  # pragma: no cover - compiled
+    """Pixels of a rotated canvas that map at least one pixel inside the source image.
+
+    Canvas pixel ``p'`` comes from ``p = R(t) (p' - o) + c`` (``c = cos t``, ``s = sin t``);
+    it is valid when ``1 <= x <= w - 2`` and ``1 <= y <= h - 2``.
+    """
+    valid = np.zeros((H2, W2), dtype=np.uint8)
+    for yy in range(H2):
+        dy = yy - oy
+        for xx in range(W2):
+            dx = xx - ox
+            x = c * dx - s * dy + cx
+            y = s * dx + c * dy + cy
+            if 1.0 <= x <= w - 2.0 and 1.0 <= y <= h - 2.0:
+                valid[yy, xx] = 1
+    return valid
+
+
+@njit(cache=True)
+def oriented_hough(xs, ys, gxs, gys, thetas, half_window, rho_off, n_rho):  # pragma: no cover
+    """Signed line accumulator for the two blade families of a rectangle.
+
+    Family 0 uses the normal ``(cos t, sin t)``, family 1 the normal ``(-sin t, cos t)``.
+    Each edge pixel votes only for the angles within ``half_window`` radians of its own
+    gradient direction, with weight ``g . n`` (signed: positive when the image brightens
+    along the normal), at ``rho = p . n + rho_off`` (1-pixel bins).
+    """
+    nt = thetas.shape[0]
+    acc = np.zeros((2, nt, n_rho), dtype=np.float32)
+    ct = np.cos(thetas)
+    st = np.sin(thetas)
+    t0 = thetas[0]
+    dt = thetas[1] - thetas[0] if nt > 1 else 1.0
+    for k in range(xs.shape[0]):
+        gx = gxs[k]
+        gy = gys[k]
+        x = xs[k]
+        y = ys[k]
+        if abs(gx) >= abs(gy):
+            fam = 0
+            phi = math.atan(gy / gx)
+        else:
+            fam = 1
+            phi = -math.atan(gx / gy)
+        i0 = int(math.ceil((phi - half_window - t0) / dt))
+        i1 = int(math.floor((phi + half_window - t0) / dt))
+        if i0 < 0:
+            i0 = 0
+        if i1 > nt - 1:
+            i1 = nt - 1
+        for i in range(i0, i1 + 1):
+            c = ct[i]
+            s = st[i]
+            if fam == 0:
+                rho = x * c + y * s
+                wgt = gx * c + gy * s
+            else:
+                rho = -x * s + y * c
+                wgt = -gx * s + gy * c
+            b = int(rho + rho_off + 0.5)
+            if 0 <= b < n_rho:
+                acc[fam, i, b] += wgt
+    return acc
+
+
+@njit(cache=True)
+def edge_tables(gx, gy, valid, tau, dil, tau_strong):  # pragma: no cover - compiled
+    """Indicator profiles and cumulative tables for rectangle hypothesis scoring.
+
+    Returns ``(prof, cum_col, cum_row)``. ``prof[k]`` (k = 0: gx > tau, 1: gx < -tau,
+    counted per column; 2: gy > tau, 3: gy < -tau, counted per row) locates blade
+    candidates. ``cum_col[k]`` (shape ``(H + 1, W)``) are cumulative counts down each
+    column of the indicators k = 0, 1 dilated by ``dil`` pixels along x, and of the valid
+    pixels (k = 2); ``cum_row[k]`` (shape ``(H, W + 1)``) the same along each row for the
+    indicators k = 2, 3 dilated along y (stored at k = 0, 1) and valid pixels (k = 2).
+    ``sat`` (shape ``(H + 1, W + 1)``) is the summed-area table of the strong edges
+    (``max(|gx|, |gy|) > tau_strong``).
+    """
+    H, W = gx.shape
+    prof = np.zeros((4, max(H, W)), dtype=np.float32)
+    # bits 1/2: gx > tau / gx < -tau, 4/8: gy > tau / gy < -tau, 16: valid, 32: strong
+    code = np.zeros((H, W), dtype=np.uint8)
+    for y in range(H):
+        for x in range(W):
+            if valid[y, x]:
+                v = 16
+                a = gx[y, x]
+                b = gy[y, x]
+                if a > tau:
+                    v |= 1
+                    prof[0, x] += 1.0
+                elif a < -tau:
+                    v |= 2
+                    prof[1, x] += 1.0
+                if b > tau:
+                    v |= 4
+                    prof[2, y] += 1.0
+                elif b < -tau:
+                    v |= 8
+                    prof[3, y] += 1.0
+                if max(abs(a), abs(b)) > tau_strong:
+                    v |= 32
+                code[y, x] = v
+    cum_col = np.zeros((3, H + 1, W), dtype=np.int32)
+    cum_row = np.zeros((3, H, W + 1), dtype=np.int32)
+    sat = np.zeros((H + 1, W + 1), dtype=np.int32)
+    for y in range(H):
+        ya = max(y - dil, 0)
+        yb = min(y + dil, H - 1)
+        run = 0
+        for x in range(W):
+            v = code[y, x]
+            ok = (v >> 4) & 1
+            hx = 0
+            vy = 0
+            if ok:
+                for xx in range(max(x - dil, 0), min(x + dil, W - 1) + 1):
+                    hx |= code[y, xx]
+                for yy in range(ya, yb + 1):
+                    vy |= code[yy, x]
+            cum_col[0, y + 1, x] = cum_col[0, y, x] + (hx & 1)
+            cum_col[1, y + 1, x] = cum_col[1, y, x] + ((hx >> 1) & 1)
+            cum_col[2, y + 1, x] = cum_col[2, y, x] + ok
+            cum_row[0, y, x + 1] = cum_row[0, y, x] + ((vy >> 2) & 1)
+            cum_row[1, y, x + 1] = cum_row[1, y, x] + ((vy >> 3) & 1)
+            cum_row[2, y, x + 1] = cum_row[2, y, x] + ok
+            run += (v >> 5) & 1
+            sat[y + 1, x + 1] = sat[y, x + 1] + run
+    return prof, cum_col, cum_row, sat
+
+
+@njit(cache=True)
+def _blade_v(cum, k, pos, a, b, alpha, min_len):  # pragma: no cover - compiled
+    nv = cum[2, b + 1, pos] - cum[2, a, pos]
+    if nv < min_len:
+        return -1e9, 0.0
+    ne = cum[k, b + 1, pos] - cum[k, a, pos]
+    return ne - alpha * (nv - ne), ne / nv
+
+
+@njit(cache=True)
+def _blade_h(cum, k, pos, a, b, alpha, min_len):  # pragma: no cover - compiled
+    nv = cum[2, pos, b + 1] - cum[2, pos, a]
+    if nv < min_len:
+        return -1e9, 0.0
+    ne = cum[k, pos, b + 1] - cum[k, pos, a]
+    return ne - alpha * (nv - ne), ne / nv
+
+
+@njit(cache=True)
+def score_rect_hypotheses(
+    cum_col, cum_row, sat, cl, cr, ct, cb, alpha, beta, margin, min_len, min_w, min_h,
+    min_support,
+):  # pragma: no cover - compiled
+    """Best rectangle over all blade combinations.
+
+    ``cl``/``cr`` are left/right candidate columns, ``ct``/``cb`` top/bottom candidate
+    rows, each array starting with ``-1`` meaning "blade outside the image". A blade
+    contributes ``edges - alpha * gaps`` over its visible segment (between the two
+    neighbouring blades) and must reach ``min_support`` edge fraction there; every strong
+    edge pixel outside the field (grown by ``margin``) costs ``beta``: the shuttered area
+    holds no structure. Fields narrower than ``min_w`` or lower than ``min_h`` are
+    skipped. Returns
+    ``(score, il, ir, it, ib, support)`` with indices into the candidate arrays.
+    """
+    H = cum_row.shape[1]
+    W = cum_col.shape[2]
+    best = 0.0
+    bi = (0, 0, 0, 0)
+    bsup = 0.0
+    for il in range(cl.shape[0]):
+        xl = cl[il]
+        for ir in range(cr.shape[0]):
+            xr = cr[ir]
+            if xl >= 0 and xr >= 0 and xr - xl < min_w:
+                continue
+            xa = xl if xl >= 0 else 0
+            xb = xr if xr >= 0 else W - 1
+            for it in range(ct.shape[0]):
+                yt = ct[it]
+                for ib in range(cb.shape[0]):
+                    yb = cb[ib]
+                    if yt >= 0 and yb >= 0 and yb - yt < min_h:
+                        continue
+                    ya = yt if yt >= 0 else 0
+                    yz = yb if yb >= 0 else H - 1
+                    sc = 0.0
+                    ne = 0.0
+                    nt = 0.0
+                    ok = True
+                    if xl >= 0:
+                        v, sup = _blade_v(cum_col, 0, xl, ya, yz, alpha, min_len)
+                        ok = ok and sup >= min_support
+                        sc += v
+                        nt += 1.0
+                        ne += sup
+                    if ok and xr >= 0:
+                        v, sup = _blade_v(cum_col, 1, xr, ya, yz, alpha, min_len)
+                        ok = ok and sup >= min_support
+                        sc += v
+                        nt += 1.0
+                        ne += sup
+                    if ok and yt >= 0:
+                        v, sup = _blade_h(cum_row, 0, yt, xa, xb, alpha, min_len)
+                        ok = ok and sup >= min_support
+                        sc += v
+                        nt += 1.0
+                        ne += sup
+                    if ok and yb >= 0:
+                        v, sup = _blade_h(cum_row, 1, yb, xa, xb, alpha, min_len)
+                        ok = ok and sup >= min_support
+                        sc += v
+                        nt += 1.0
+                        ne += sup
+                    if ok:
+                        x0 = max(xl - margin, 0) if xl >= 0 else 0
+                        x1 = min(xr + margin, W - 1) if xr >= 0 else W - 1
+                        y0 = max(yt - margin, 0) if yt >= 0 else 0
+                        y1 = min(yb + margin, H - 1) if yb >= 0 else H - 1
+                        inner = sat[y1 + 1, x1 + 1] - sat[y0, x1 + 1] - sat[y1 + 1, x0] + sat[y0, x0]
+                        sc -= beta * (sat[H, W] - inner)
+                    if ok and sc > best:
+                        best = sc
+                        bi = (il, ir, it, ib)
+                        bsup = ne / nt if nt > 0 else 0.0
+    return best, bi[0], bi[1], bi[2], bi[3], bsup
+
+
+@njit(cache=True)
+def circle_votes(xs, ys, gxs, gys, r_min, r_max, step, scale, off, acc):  # pragma: no cover
+    """Accumulate circle-centre votes along each edge pixel's gradient direction.
+
+    A pixel at ``(x, y)`` whose image brightens along ``g`` votes for the centres
+    ``p + r * g / |g|`` for ``r`` in ``[r_min, r_max]`` (step ``step``), into ``acc`` at
+    ``(p * scale + off)``.
+    """
+    H, W = acc.shape
+    for k in range(xs.shape[0]):
+        gx = gxs[k]
+        gy = gys[k]
+        m = math.sqrt(gx * gx + gy * gy)
+        if m <= 0.0:
+            continue
+        ux = gx / m
+        uy = gy / m
+        r = r_min
+        while r <= r_max:
+            cx = (xs[k] + r * ux) * scale + off
+            cy = (ys[k] + r * uy) * scale + off
+            ix = int(cx + 0.5)
+            iy = int(cy + 0.5)
+            if 0 <= ix < W and 0 <= iy < H:
+                acc[iy, ix] += m
+            r += step
+
+
+@njit(cache=True)
+def circle_support(gx, gy, cx, cy, r, tau, sx, sy):  # pragma: no cover - compiled
+    """Edge support of the circle ``(cx, cy, r)`` and the structure left outside it.
+
+    Samples the circle about once per pixel of arc; a sample inside the image is
+    supported when the inward gradient (bilinear) exceeds ``tau`` at one of the radii
+    ``r - 1.5 .. r + 1.5``. Returns ``(supported, visible, outside)`` where ``outside``
+    counts the strong-edge points ``(sx, sy)`` farther than ``r + 3`` from the centre.
+    """
+    h, w = gx.shape
+    n = max(16, int(2.0 * math.pi * r))
+    ne = 0
+    nv = 0
+    for k in range(n):
+        phi = 2.0 * math.pi * k / n
+        ux = math.cos(phi)
+        uy = math.sin(phi)
+        x = cx + r * ux
+        y = cy + r * uy
+        if not (1.0 <= x <= w - 2.0 and 1.0 <= y <= h - 2.0):
+            continue
+        nv += 1
+        for j in range(4):
+            rr = r - 1.5 + j
+            xx = min(max(cx + rr * ux, 0.0), w - 1.000001)
+            yy = min(max(cy + rr * uy, 0.0), h - 1.000001)
+            x0 = int(xx)
+            y0 = int(yy)
+            fx = xx - x0
+            fy = yy - y0
+            a = (gx[y0, x0] * (1 - fx) + gx[y0, x0 + 1] * fx) * (1 - fy) + \
+                (gx[y0 + 1, x0] * (1 - fx) + gx[y0 + 1, x0 + 1] * fx) * fy
+            b = (gy[y0, x0] * (1 - fx) + gy[y0, x0 + 1] * fx) * (1 - fy) + \
+                (gy[y0 + 1, x0] * (1 - fx) + gy[y0 + 1, x0 + 1] * fx) * fy
+            if -(a * ux + b * uy) > tau:
+                ne += 1
+                break
+    out = 0
+    r3 = (r + 3.0) * (r + 3.0)
+    for k in range(sx.shape[0]):
+        dx = sx[k] - cx
+        dy = sy[k] - cy
+        if dx * dx + dy * dy > r3:
+            out += 1
+    return ne, nv, out
+
+
+@njit(cache=True)
+def fit_circle(x, y):  # pragma: no cover - compiled
+    """Algebraic (Kasa) circle fit with two rounds of residual-based outlier rejection.
+
+    Returns ``(cx, cy, r, ok)``.
+    """
+    n = x.shape[0]
+    keep = np.ones(n, dtype=np.bool_)
+    cx = 0.0
+    cy = 0.0
+    r = 0.0
+    ok = False
+    res = np.empty(n)
+    for _ in range(3):
+        # normal equations of [x y 1] . [a b c] = x^2 + y^2
+        m = np.zeros((3, 3))
+        v = np.zeros(3)
+        cnt = 0
+        for k in range(n):
+            if keep[k]:
+                cnt += 1
+                row = (x[k], y[k], 1.0)
+                t = x[k] * x[k] + y[k] * y[k]
+                for i in range(3):
+                    v[i] += row[i] * t
+                    for j in range(3):
+                        m[i, j] += row[i] * row[j]
+        if cnt < 8:
+            break
+        if abs(np.linalg.det(m)) < 1e-12:
+            break
+        sol = np.linalg.solve(m, v)
+        ncx = sol[0] / 2.0
+        ncy = sol[1] / 2.0
+        r2 = sol[2] + ncx * ncx + ncy * ncy
+        if not r2 > 0.0:
+            break
+        cx, cy, r, ok = ncx, ncy, math.sqrt(r2), True
+        for k in range(n):
+            res[k] = abs(math.sqrt((x[k] - cx) ** 2 + (y[k] - cy) ** 2) - r)
+        med = np.median(res[keep])
+        lim = max(0.75, 4.45 * med)
+        for k in range(n):
+            keep[k] = res[k] <= lim
+    return cx, cy, r, ok
+
+
+@njit(cache=True)
+def hough_angle_scores(acc):  # pragma: no cover - compiled
+    """Line score per angle of an :func:`oriented_hough` accumulator.
+
+    For each angle, the sum over the four blade directions (both families, both signs) of
+    the largest 3-bin sum of the signed accumulator (0 when none is positive).
+    """
+    nt = acc.shape[1]
+    nr = acc.shape[2]
+    out = np.zeros(nt)
+    for i in range(nt):
+        tot = 0.0
+        for fam in range(2):
+            best_p = 0.0
+            best_n = 0.0
+            for b in range(1, nr - 1):
+                v = acc[fam, i, b - 1] + acc[fam, i, b] + acc[fam, i, b + 1]
+                if v > best_p:
+                    best_p = v
+                if -v > best_n:
+                    best_n = -v
+            tot += best_p + best_n
+        out[i] = tot
+    return out
+
+
+@njit(cache=True)
+def fit_parallel_lines(px, py, gid, ngroups, theta, fixed):  # pragma: no cover - compiled
+    """Total-least-squares fit of parallel lines sharing the normal ``(cos t, sin t)``.
+
+    Points ``(px, py)`` belong to line ``gid``; each line has its own offset. After a
+    first fit, points farther than ``max(0.75, 3 robust sigma)`` from their line's median
+    offset are dropped and the normal refitted (unless ``fixed``). Returns ``(t, rho,
+    count)`` with ``rho[g] = mean(n . p)`` over the kept points of line ``g``.
+    """
+    n = px.shape[0]
+    nx = math.cos(theta)
+    ny = math.sin(theta)
+    keep = np.ones(n, dtype=np.bool_)
+    rho = np.zeros(ngroups)
+    cnt = np.zeros(ngroups, dtype=np.int64)
+    for it in range(2):
+        mx = np.zeros(ngroups)
+        my = np.zeros(ngroups)
+        cnt[:] = 0
+        for k in range(n):
+            if keep[k]:
+                g = gid[k]
+                mx[g] += px[k]
+                my[g] += py[k]
+                cnt[g] += 1
+        for g in range(ngroups):
+            if cnt[g] > 0:
+                mx[g] /= cnt[g]
+                my[g] /= cnt[g]
+        if not fixed:
+            sxx = 0.0
+            sxy = 0.0
+            syy = 0.0
+            for k in range(n):
+                if keep[k] and cnt[gid[k]] >= 4:
+                    dx = px[k] - mx[gid[k]]
+                    dy = py[k] - my[gid[k]]
+                    sxx += dx * dx
+                    sxy += dx * dy
+                    syy += dy * dy
+            if sxx + syy > 0.0:
+                # normal = eigenvector of the smaller eigenvalue of [[sxx, sxy], [sxy, syy]]
+                phi = 0.5 * math.atan2(2.0 * sxy, sxx - syy)  # direction of the lines' spread
+                cx = -math.sin(phi)
+                cy = math.cos(phi)
+                if cx * math.cos(theta) + cy * math.sin(theta) < 0.0:
+                    cx = -cx
+                    cy = -cy
+                nx = cx
+                ny = cy
+        if it == 1:
+            break
+        for g in range(ngroups):
+            if cnt[g] < 4:
+                continue
+            proj = np.empty(cnt[g])
+            j = 0
+            for k in range(n):
+                if keep[k] and gid[k] == g:
+                    proj[j] = px[k] * nx + py[k] * ny
+                    j += 1
+            med = np.median(proj)
+            mad = np.median(np.abs(proj - med))
+            lim = max(0.75, 4.45 * mad)
+            for k in range(n):
+                if keep[k] and gid[k] == g:
+                    if abs(px[k] * nx + py[k] * ny - med) > lim:
+                        keep[k] = False
+    rho[:] = 0.0
+    cnt[:] = 0
+    for k in range(n):
+        if keep[k]:
+            rho[gid[k]] += px[k] * nx + py[k] * ny
+            cnt[gid[k]] += 1
+    for g in range(ngroups):
+        if cnt[g] > 0:
+            rho[g] /= cnt[g]
+    return math.atan2(ny, nx), rho, cnt
+
+
+@njit(cache=True)
+def profile_peaks(prof, n, min_count, kmax):  # pragma: no cover - compiled
+    """Up to ``kmax`` strongest local maxima of ``prof[:n]`` smoothed by [1, 2, 1] / 4 with
+    a value of at least ``min_count``, strongest first (int64 positions)."""
+    sm = np.zeros(n)
+    for i in range(n):
+        a = prof[i - 1] if i > 0 else 0.0
+        b = prof[i + 1] if i < n - 1 else 0.0
+        sm[i] = 0.25 * a + 0.5 * prof[i] + 0.25 * b
+    pos = np.empty(n, dtype=np.int64)
+    val = np.empty(n)
+    m = 0
+    for i in range(1, n - 1):
+        if sm[i] >= sm[i - 1] and sm[i] > sm[i + 1] and sm[i] >= min_count:
+            pos[m] = i
+            val[m] = sm[i]
+            m += 1
+    order = np.argsort(-val[:m])
+    k = min(kmax, m)
+    out = np.empty(k, dtype=np.int64)
+    for j in range(k):
+        out[j] = pos[order[j]]
+    return out

@@ -1,0 +1,480 @@
+"""Unit tests of processing.collimator: kernels against NumPy references, shapes on clean
+synthetic frames, DICOM shutter attributes, and input validation."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from processing import _collimator_kernels as K
+from processing import collimator as C
+from processing.collimator import CollimationResult, detect_collimation
+
+# --------------------------------------------------------------------------------------------
+# Quick synthetic frames with ground truth (not a detector model: a primary image with heel
+# effect, an elliptical body with bones and direct exposure around it, a blurred field
+# edge, scatter spread from the irradiated area, Poisson-like noise). A pixel is inside
+# the field when its centre is inside the shape, as in processing.collimator.
+# --------------------------------------------------------------------------------------------
+
+
+def field_mask(shape, field) -> np.ndarray:
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    if field is None:
+        return np.ones(shape, bool)
+    if field[0] == "circle":
+        _, cx, cy, r = field
+        return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+    _, cx, cy, fw, fh, ang = field
+    t = math.radians(ang)
+    c, s = math.cos(t), math.sin(t)
+    u = c * (xx - cx) + s * (yy - cy)
+    v = -s * (xx - cx) + c * (yy - cy)
+    return (np.abs(u) <= fw / 2) & (np.abs(v) <= fh / 2)
+
+
+def rect_corners(field) -> np.ndarray:
+    _, cx, cy, fw, fh, ang = field
+    t = math.radians(ang)
+    c, s = math.cos(t), math.sin(t)
+    out = []
+    for u, v in ((-fw / 2, -fh / 2), (fw / 2, -fh / 2), (fw / 2, fh / 2), (-fw / 2, fh / 2)):
+        out.append((cx + u * c - v * s, cy + u * s + v * c))
+    return np.array(out)
+
+
+def synth_frame(shape, field, rng, *, dose=2000.0, phantom=True, scatter=0.25, heel=0.15,
+                blur=1.0, dtype=np.float32):
+    """Return ``(frame, truth_mask)``; ``field`` is ``None``, ``("rect", cx, cy, w, h,
+    angle_deg)`` or ``("circle", cx, cy, r)`` in pixel coordinates."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    prim = dose * (1.0 + heel * (yy / h - 0.5))
+    if phantom:
+        bx, by = w * rng.uniform(0.4, 0.6), h * rng.uniform(0.4, 0.6)
+        ax, ay = w * rng.uniform(0.25, 0.45), h * rng.uniform(0.3, 0.6)
+        d = 1 - ((xx - bx) / ax) ** 2 - ((yy - by) / ay) ** 2
+        thick = np.sqrt(np.clip(d, 0, None)) * rng.uniform(1.5, 3.0)
+        for _ in range(4):
+            ex, ey = bx + rng.uniform(-0.6, 0.6) * ax, by + rng.uniform(-0.6, 0.6) * ay
+            rx, ry = w * rng.uniform(0.02, 0.06), h * rng.uniform(0.1, 0.3)
+            d2 = 1 - ((xx - ex) / rx) ** 2 - ((yy - ey) / ry) ** 2
+            thick += np.sqrt(np.clip(d2, 0, None)) * 1.5
+        prim = prim * np.exp(-thick)
+    truth = field_mask(shape, field)
+    soft = truth.astype(np.float32)
+    if blur > 0:
+        soft = cv2.GaussianBlur(soft, (0, 0), blur)
+    sig = prim * soft
+    # scatter: the irradiated primary spread by a wide kernel (computed at 1/8 scale)
+    small = cv2.resize(sig, (max(w // 8, 1), max(h // 8, 1)), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), 0.08 * max(h, w) / 8, borderType=cv2.BORDER_CONSTANT)
+    sig = sig + scatter * cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    noisy = sig + np.sqrt(np.maximum(sig, 0)) * rng.standard_normal(shape).astype(np.float32)
+    noisy = np.maximum(noisy, 0)
+    if dtype == np.uint16:
+        return np.clip(noisy, 0, 65535).astype(np.uint16), truth
+    return noisy.astype(np.float32), truth
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.count_nonzero(a & b)
+    union = np.count_nonzero(a | b)
+    return inter / union if union else 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# NumPy references of the hot loops
+# --------------------------------------------------------------------------------------------
+
+
+def ref_area_downsample(src: np.ndarray, f: int) -> np.ndarray:
+    h, w = -(-src.shape[0] // f), -(-src.shape[1] // f)
+    out = np.empty((h, w), np.float64)
+    s = src.astype(np.float64)
+    for i in range(h):
+        for j in range(w):
+            out[i, j] = s[i * f:(i + 1) * f, j * f:(j + 1) * f].mean()
+    return out
+
+
+def ref_rect_mask(shape, c, s, u0, u1, v0, v1) -> np.ndarray:
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    u = c * xx + s * yy
+    v = -s * xx + c * yy
+    return (u >= u0) & (u <= u1) & (v >= v0) & (v <= v1)
+
+
+def ref_circle_mask(shape, cx, cy, r) -> np.ndarray:
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+def ref_edge_gradients(img: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+    p = np.pad(img.astype(np.float64), 1, mode="edge")
+    gx = ((p[:-2, 2:] - p[:-2, :-2]) + 2 * (p[1:-1, 2:] - p[1:-1, :-2])
+          + (p[2:, 2:] - p[2:, :-2])) / 8
+    gy = ((p[2:, :-2] - p[:-2, :-2]) + 2 * (p[2:, 1:-1] - p[:-2, 1:-1])
+          + (p[2:, 2:] - p[:-2, 2:])) / 8
+    ax, ay = np.abs(gx), np.abs(gy)
+    ex = np.zeros_like(gx)
+    ey = np.zeros_like(gy)
+    ex[:, d:-d] = ax[:, d:-d] - np.maximum(ax[:, 2 * d:], ax[:, :-2 * d])
+    ey[d:-d, :] = ay[d:-d, :] - np.maximum(ay[2 * d:, :], ay[:-2 * d, :])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(ax >= ay, ex / ax, ey / ay)
+    ratio = np.clip(np.nan_to_num(ratio), 0.0, 1.0)
+    return gx * ratio, gy * ratio
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels match their references
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+@pytest.mark.parametrize("shape,f", [((64, 64), 2), ((67, 53), 3), ((100, 37), 6), ((9, 9), 1)])
+def test_area_downsample_matches_reference(dtype, shape, f):
+    rng = np.random.default_rng(1)
+    src = (rng.random(shape) * 60000).astype(dtype)
+    ref = ref_area_downsample(src, f)
+    for kern in (K.area_downsample, K.area_downsample_serial):
+        out = np.empty(ref.shape, np.float32)
+        kern(src, f, out)
+        np.testing.assert_allclose(out, ref, rtol=2e-6, atol=1e-3)
+
+
+def test_area_downsample_propagates_nan():
+    src = np.ones((40, 40), np.float32)
+    src[13, 27] = np.nan
+    out = np.empty((10, 10), np.float32)
+    K.area_downsample(src, 4, out)
+    assert np.isnan(out[3, 6])
+    assert np.isfinite(np.delete(out.ravel(), 3 * 10 + 6)).all()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        (1.0, 0.0, 3.0, 40.5, 7.2, 50.0),
+        (math.cos(0.3), math.sin(0.3), 10.0, 50.0, -5.0, 30.0),
+        (math.cos(-0.35), math.sin(-0.35), -math.inf, 45.0, 2.0, math.inf),
+        (1.0, 0.0, -math.inf, math.inf, -math.inf, math.inf),
+        (1.0, 0.0, 80.0, 90.0, 0.0, 10.0),  # entirely outside
+    ],
+)
+def test_fill_rect_mask_matches_reference(params):
+    shape = (61, 77)
+    ref = ref_rect_mask(shape, *params)
+    for kern in (K.fill_rect_mask, K.fill_rect_mask_serial):
+        out = np.zeros(shape, bool)
+        out[::3] = True  # stale content must be overwritten
+        kern(out, *params)
+        assert np.array_equal(out, ref)
+
+
+@pytest.mark.parametrize("params", [(30.2, 25.7, 18.3), (-10.0, 20.0, 35.0), (5.0, 5.0, 0.4)])
+def test_fill_circle_mask_matches_reference(params):
+    shape = (50, 64)
+    ref = ref_circle_mask(shape, *params)
+    for kern in (K.fill_circle_mask, K.fill_circle_mask_serial):
+        out = np.ones(shape, bool)
+        kern(out, *params)
+        assert np.array_equal(out, ref)
+
+
+def test_edge_gradients_match_reference():
+    rng = np.random.default_rng(2)
+    img = rng.random((40, 57)).astype(np.float32)
+    img[:, 30:] += 2.0  # a step
+    dx = np.empty_like(img)
+    dy = np.empty_like(img)
+    K.edge_gradients(img, 3, dx, dy)
+    rx, ry = ref_edge_gradients(img, 3)
+    np.testing.assert_allclose(dx, rx, atol=1e-5)
+    np.testing.assert_allclose(dy, ry, atol=1e-5)
+
+
+def test_fit_circle_recovers_circle_with_outliers():
+    rng = np.random.default_rng(3)
+    phi = rng.uniform(0, 2 * np.pi, 300)
+    x = 40.0 + 25.0 * np.cos(phi) + rng.normal(0, 0.1, 300)
+    y = -7.0 + 25.0 * np.sin(phi) + rng.normal(0, 0.1, 300)
+    x[:30] += rng.uniform(5, 15, 30)  # outliers
+    cx, cy, r, ok = K.fit_circle(x, y)
+    assert ok
+    assert abs(cx - 40.0) < 0.1 and abs(cy + 7.0) < 0.1 and abs(r - 25.0) < 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# Detection on clean synthetic frames
+# --------------------------------------------------------------------------------------------
+
+SHAPE = (1024, 896)
+
+
+def _corners_close(found: np.ndarray, truth: np.ndarray, tol: float) -> float:
+    return float(np.abs(found - truth).max())
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_axis_aligned_rect(dtype):
+    rng = np.random.default_rng(10)
+    field = ("rect", 430.0, 520.0, 560.0, 610.0, 0.0)
+    frame, truth = synth_frame(SHAPE, field, rng, dtype=dtype)
+    res = detect_collimation(frame)
+    assert res.kind == "rect"
+    assert res.angle_deg == 0.0
+    assert res.mask.shape == SHAPE and res.mask.dtype == bool
+    assert iou(res.mask, truth) > 0.99
+    assert res.confidence > 0.5
+    # corners clockwise from top-left, at the field edge (within a pixel)
+    assert np.abs(res.corners - rect_corners(field)).max() < 1.5
+    xs, ys = res.corners[:, 0], res.corners[:, 1]
+    assert xs[0] < xs[1] and ys[1] < ys[2] and xs[2] > xs[3] and ys[3] > ys[0]
+
+
+@pytest.mark.parametrize("angle", [-18.0, -7.5, 4.0, 12.0, 19.5])
+def test_rotated_rect_corners_within_two_work_pixels(angle):
+    rng = np.random.default_rng(int(angle * 10) + 300)
+    field = ("rect", 450.0, 500.0, 520.0, 430.0, angle)
+    frame, truth = synth_frame(SHAPE, field, rng)
+    res = detect_collimation(frame)
+    factor = math.ceil(max(SHAPE) / 512)
+    assert res.kind == "rect"
+    assert abs(res.angle_deg - angle) < 0.3
+    assert np.abs(res.corners - rect_corners(field)).max() <= 2.0 * factor
+    assert iou(res.mask, truth) > 0.99
+
+
+def test_rect_with_blades_outside_the_image():
+    rng = np.random.default_rng(11)
+    # left and top blades beyond the image, rotated
+    field = ("rect", 250.0, 300.0, 900.0, 1000.0, 8.0)
+    frame, truth = synth_frame(SHAPE, field, rng)
+    res = detect_collimation(frame)
+    assert res.kind == "rect"
+    assert abs(res.angle_deg - 8.0) < 0.5
+    assert iou(res.mask, truth) > 0.98
+    # the two visible corners (bottom-right side) are found; the others lie outside
+    assert (res.corners[:, 0] < 0).any() or (res.corners[:, 1] < 0).any()
+
+
+def test_circle_inside():
+    rng = np.random.default_rng(12)
+    field = ("circle", 450.0, 530.0, 330.0)
+    frame, truth = synth_frame(SHAPE, field, rng)
+    res = detect_collimation(frame)
+    assert res.kind == "circle"
+    assert res.corners is None and res.angle_deg == 0.0
+    assert math.hypot(res.center[0] - 450.0, res.center[1] - 530.0) < 2.0
+    assert abs(res.radius - 330.0) < 2.0
+    assert iou(res.mask, truth) > 0.99
+
+
+def test_circle_clipped_by_image_edge():
+    rng = np.random.default_rng(13)
+    field = ("circle", 300.0, 420.0, 480.0)  # cut by the top and left edges
+    frame, truth = synth_frame(SHAPE, field, rng)
+    res = detect_collimation(frame)
+    assert res.kind == "circle"
+    assert abs(res.radius - 480.0) < 3.0
+    assert iou(res.mask, truth) > 0.99
+
+
+def test_no_collimation_is_none():
+    for seed in range(3):
+        frame, _ = synth_frame(SHAPE, None, np.random.default_rng(20 + seed))
+        res = detect_collimation(frame)
+        assert res.kind == "none"
+        assert res.mask.all()
+        assert res.corners is None and res.center is None and res.radius is None
+        assert res.shutter_attributes() == {}
+
+
+def test_out_mask_is_reused():
+    frame, truth = synth_frame(SHAPE, ("rect", 400.0, 500.0, 500.0, 600.0, 0.0),
+                               np.random.default_rng(14))
+    buf = np.ones(SHAPE, bool)
+    res = detect_collimation(frame, out_mask=buf)
+    assert res.mask is buf
+    assert iou(buf, truth) > 0.99
+    res2 = detect_collimation(np.zeros(SHAPE, np.uint16), out_mask=buf)
+    assert res2.mask is buf and buf.all()
+
+
+def test_work_size_changes_resolution_not_result():
+    frame, truth = synth_frame(SHAPE, ("rect", 420.0, 500.0, 600.0, 640.0, -6.0),
+                               np.random.default_rng(15))
+    for ws in (256, 512, 1024):
+        res = detect_collimation(frame, work_size=ws)
+        assert res.kind == "rect"
+        assert iou(res.mask, truth) > 0.985
+
+
+# --------------------------------------------------------------------------------------------
+# DICOM Display Shutter attributes
+# --------------------------------------------------------------------------------------------
+
+
+def _result(kind, shape=(100, 120), **kw) -> CollimationResult:
+    base = dict(corners=None, center=None, radius=None, angle_deg=0.0, confidence=1.0,
+                mask=np.ones(shape, bool))
+    base.update(kw)
+    return CollimationResult(kind, **base)
+
+
+def test_shutter_rectangular_is_one_based_and_inclusive():
+    # field covers columns 10..89 and rows 5..59 (0-based pixel centres)
+    corners = np.array([[9.6, 4.5], [89.5, 4.5], [89.5, 59.2], [9.6, 59.2]])
+    attrs = _result("rect", corners=corners).shutter_attributes()
+    assert attrs == {
+        "ShutterShape": "RECTANGULAR",
+        "ShutterLeftVerticalEdge": 11,
+        "ShutterRightVerticalEdge": 90,
+        "ShutterUpperHorizontalEdge": 6,
+        "ShutterLowerHorizontalEdge": 60,
+    }
+
+
+def test_shutter_rectangular_matches_mask_of_detection():
+    frame, _ = synth_frame(SHAPE, ("rect", 430.0, 520.0, 560.0, 610.0, 0.0),
+                           np.random.default_rng(16))
+    res = detect_collimation(frame)
+    attrs = res.shutter_attributes()
+    rows = np.nonzero(res.mask.any(axis=1))[0]
+    cols = np.nonzero(res.mask.any(axis=0))[0]
+    assert attrs["ShutterLeftVerticalEdge"] == cols[0] + 1
+    assert attrs["ShutterRightVerticalEdge"] == cols[-1] + 1
+    assert attrs["ShutterUpperHorizontalEdge"] == rows[0] + 1
+    assert attrs["ShutterLowerHorizontalEdge"] == rows[-1] + 1
+
+
+def test_shutter_rectangular_clipped_to_image():
+    corners = np.array([[-50.0, -20.0], [60.0, -20.0], [60.0, 500.0], [-50.0, 500.0]])
+    attrs = _result("rect", corners=corners).shutter_attributes()
+    assert attrs["ShutterLeftVerticalEdge"] == 1
+    assert attrs["ShutterUpperHorizontalEdge"] == 1
+    assert attrs["ShutterLowerHorizontalEdge"] == 100
+    assert attrs["ShutterRightVerticalEdge"] == 61
+
+
+def test_shutter_circular_center_is_row_column_one_based():
+    attrs = _result("circle", center=(40.4, 30.6), radius=25.3).shutter_attributes()
+    assert attrs == {
+        "ShutterShape": "CIRCULAR",
+        "CenterOfCircularShutter": [32, 41],
+        "RadiusOfCircularShutter": 25,
+    }
+
+
+def test_shutter_polygonal_for_rotated_rect():
+    field = ("rect", 60.0, 50.0, 60.0, 40.0, 10.0)
+    corners = rect_corners(field)
+    attrs = _result("rect", corners=corners, angle_deg=10.0).shutter_attributes()
+    assert attrs["ShutterShape"] == "POLYGONAL"
+    v = attrs["VerticesOfThePolygonalShutter"]
+    assert len(v) == 8 and all(isinstance(a, int) for a in v)
+    expect = [int(round(c)) + 1 for x, y in corners for c in (y, x)]
+    assert v == expect
+
+
+def test_shutter_polygonal_clips_to_image():
+    field = ("rect", 10.0, 50.0, 80.0, 40.0, 15.0)  # the left part leaves the image
+    attrs = _result("rect", corners=rect_corners(field), angle_deg=15.0).shutter_attributes()
+    v = np.array(attrs["VerticesOfThePolygonalShutter"]).reshape(-1, 2)
+    assert (v[:, 0] >= 1).all() and (v[:, 0] <= 100).all()
+    assert (v[:, 1] >= 1).all() and (v[:, 1] <= 120).all()
+    assert len(v) >= 4
+
+
+# --------------------------------------------------------------------------------------------
+# Input validation and degenerate frames
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.bool_, np.float64, np.int32, np.uint8])
+def test_wrong_dtype_is_type_error(dtype):
+    with pytest.raises(TypeError, match="uint16 or float32"):
+        detect_collimation(np.ones((32, 32), dtype=dtype))
+
+
+def test_not_an_array_is_type_error():
+    with pytest.raises(TypeError, match="ndarray"):
+        detect_collimation([[1, 2], [3, 4]])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", [(4, 32, 32), (32,), ()])
+def test_wrong_ndim_is_value_error(shape):
+    with pytest.raises(ValueError, match="2-D"):
+        detect_collimation(np.ones(shape, np.uint16))
+
+
+@pytest.mark.parametrize("shape", [(0, 10), (10, 0)])
+def test_empty_is_value_error(shape):
+    with pytest.raises(ValueError, match="empty"):
+        detect_collimation(np.ones(shape, np.float32))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_is_value_error(bad):
+    frame = np.full((300, 200), 1000.0, np.float32)
+    frame[123, 45] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        detect_collimation(frame)
+
+
+@pytest.mark.parametrize(
+    "frame", [np.zeros((200, 300), np.uint16), np.full((200, 300), 777, np.uint16),
+              np.full((64, 64), 3.5, np.float32), np.full((64, 64), -2.0, np.float32)]
+)
+def test_constant_frame_is_none_with_zero_confidence(frame):
+    res = detect_collimation(frame)
+    assert res.kind == "none" and res.confidence == 0.0 and res.mask.all()
+
+
+def test_bad_out_mask_and_work_size():
+    frame = np.ones((64, 64), np.uint16)
+    with pytest.raises(TypeError, match="bool"):
+        detect_collimation(frame, out_mask=np.ones((64, 64), np.uint8))
+    with pytest.raises(ValueError, match="shape"):
+        detect_collimation(frame, out_mask=np.ones((64, 65), bool))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        detect_collimation(frame, out_mask=np.ones((64, 128), bool)[:, ::2])
+    with pytest.raises(ValueError, match="work_size"):
+        detect_collimation(frame, work_size=16)
+    with pytest.raises(TypeError, match="work_size"):
+        detect_collimation(frame, work_size=300.0)  # type: ignore[arg-type]
+
+
+def test_tiny_and_odd_frames_do_not_crash():
+    rng = np.random.default_rng(5)
+    for shape in [(1, 1), (3, 500), (500, 3), (17, 23)]:
+        res = detect_collimation((rng.random(shape) * 1000).astype(np.float32))
+        assert res.mask.shape == shape
+        assert 0.0 <= res.confidence <= 1.0
+
+
+def test_noncontiguous_frame_is_accepted():
+    frame, truth = synth_frame((600, 800), ("rect", 400.0, 300.0, 400.0, 350.0, 0.0),
+                               np.random.default_rng(6))
+    res = detect_collimation(frame.T.copy().T)  # Fortran order
+    assert res.kind == "rect" and iou(res.mask, truth) > 0.99
+
+
+def test_field_mask_helper_matches_kernel_convention():
+    # the synthetic truth and the detector's rasteriser agree on pixel-centre inclusion
+    field = ("rect", 30.3, 20.7, 21.0, 13.0, 11.0)
+    truth = field_mask((48, 64), field)
+    t = math.radians(11.0)
+    c, s = math.cos(t), math.sin(t)
+    u0 = c * 30.3 + s * 20.7
+    v0 = -s * 30.3 + c * 20.7
+    out = np.empty((48, 64), bool)
+    K.fill_rect_mask(out, c, s, u0 - 10.5, u0 + 10.5, v0 - 6.5, v0 + 6.5)
+    assert (out != truth).sum() <= 2  # rounding at exact boundaries only
+    assert C._clip_polygon(np.array([[-1, -1], [5, -1], [5, 5], [-1, 5.0]]), 0, 0, 3, 3).shape[1] == 2
