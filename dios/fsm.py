@@ -4,7 +4,9 @@ A device declares its states, the events that move it, and a table
 ``{(state, event): next_state}``. Nothing else may change the state: an event missing
 from the table for the current state is refused with ``WRONG_STATE`` and the state is
 left as it was. Every change is reported to an ``on_change`` callback (the device
-publishes it on the bus).
+publishes it on the bus), called while the machine's lock is held so that reports arrive
+in the order of the transitions; the callback must not block (it may fire the machine
+again: the lock is re-entrant).
 
 >>> from enum import Enum
 >>> class S(Enum):
@@ -74,8 +76,9 @@ class StateMachine:
             self.history.append((old, str(event), new))
             if len(self.history) > 256:
                 del self.history[:128]
-        if self._on_change is not None and new is not old:
-            self._on_change(old, new, str(event))
+            # reported under the lock, so reports follow the order of the transitions
+            if self._on_change is not None and new is not old:
+                self._on_change(old, new, str(event))
         return new
 
     def fire_if(self, event: Hashable) -> bool:

@@ -38,8 +38,8 @@ ID   -                ``MDL`` model, ``VER`` protocol version
 LM   -                limits: ``KVL KVH MAL MAH MSL MSH QL QH PW FS FL HC CR``
 TS   technique        technique as accepted: ``KV MA MS MAS MD FO AF AD``
 TG   -                technique in force
-PR   -                (accepted; the ``RDY`` or ``FLT`` event follows)
-EX   -                (accepted; the ``XD`` or ``FLT`` event follows)
+PR   -                ``OP`` operation number (the ``RDY`` or ``FLT`` event follows)
+EX   -                ``OP`` operation number (the ``XD`` or ``FLT`` event follows)
 AB   -                -
 RS   -                - (``NAK`` with the fault's code while its cause persists)
 ST   -                ``IL`` interlock closed 1/0, ``HU`` heat units, ``HP`` heat %,
@@ -55,6 +55,13 @@ small/large focus mA ceiling, ``HC`` heat capacity HU, ``CR`` cooling HU/s.
 
 Events
 ------
+Every event ends one operation and carries that operation's ``OP`` number, the one
+the ``ACK`` of its ``PR``/``EX`` gave (a repeated ``PR`` while preparing or prepared is
+answered with the running or finished prepare's number). A host waits only for the events
+of the operation it started, so a late ``FLT`` of an earlier, aborted operation is
+recognised and dropped. A generator that sends no ``OP`` (older firmware) has its
+events taken as they come.
+
 * ``RDY``: preparation finished, the generator is ready to expose.
 * ``XD``: exposure done, with the readback ``KV MA MS MAS FO DAP HU AEC`` (AEC 1 when the
   chambers terminated it) and ``TS`` (generator time, s).

@@ -17,6 +17,12 @@ Behaviour on the link:
   opened again by :meth:`SerialGeneratorBackend.connect` or :meth:`~SerialGeneratorBackend.reset`.
 * frames that fail to decode are logged, counted in ``protocol_errors`` and skipped; the
   decoder resynchronises on the next ``STX``.
+* a prepare or exposure waits only for the events of its own operation (the ``OP`` number
+  of its ``ACK``); events of an earlier one are dropped and counted in ``stale_events``.
+* no call blocks without a deadline: replies wait ``timeout``, a write at most
+  :data:`WRITE_TIMEOUT_S` (the port's write timeout; the driver never waits for the line
+  to drain), events the device time plus ``timeout``, the port's reader ``0.02`` s a read,
+  closing the port at most :data:`WRITE_TIMEOUT_S` (the rest of the close runs detached).
 * waits for device time (rotor boost, exposure) are measured on ``clock``, so a generator
   simulated ``N`` times faster than real time is waited for ``N`` times less.
 """
@@ -56,13 +62,16 @@ from drivers.generator_protocol import (
 log = logging.getLogger(__name__)
 
 _LOST = object()
+#: Wall-clock seconds a frame may take to be accepted by the port before the link is lost.
+WRITE_TIMEOUT_S = 1.0
 
 
 def open_url(url: str, baudrate: int, timeout: float) -> serial.SerialBase:
     """Open ``url`` with pyserial (``serial://PATH`` is a local port at ``PATH``)."""
     if url.startswith("serial://"):
         url = url[len("serial://"):]
-    return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout, write_timeout=1.0)
+    return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout,
+                                 write_timeout=WRITE_TIMEOUT_S)
 
 
 def _close_quietly(port: serial.SerialBase) -> None:
@@ -112,6 +121,8 @@ class SerialGeneratorBackend:
         self.protocol_error_count = 0
         self.requests = 0
         self.attempts = 0
+        #: events dropped because they ended an earlier operation
+        self.stale_events = 0
         self._port: serial.SerialBase | None = None
         self._reader: threading.Thread | None = None
         self._stop = threading.Event()
@@ -146,11 +157,12 @@ class SerialGeneratorBackend:
         self._stop.set()
         port, self._port = self._port, None
         if port is not None:
-            if self.url.startswith("socket://"):
-                # pyserial's socket close() sleeps 0.3 s after closing; do not wait for it
-                threading.Thread(target=_close_quietly, args=(port,), daemon=True).start()
-            else:
-                _close_quietly(port)
+            # closing may wait: pyserial's socket close() sleeps 0.3 s, and a tty's close
+            # waits for unsent output to drain (up to the driver's closing_wait, 30 s)
+            closer = threading.Thread(target=_close_quietly, args=(port,), daemon=True)
+            closer.start()
+            if not self.url.startswith("socket://"):
+                closer.join(WRITE_TIMEOUT_S)  # a device path is reopened only once it closed
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join(1.0)
         self._reader = None
@@ -205,14 +217,17 @@ class SerialGeneratorBackend:
             raise DiosError(COMM_LOST, self._lost)
 
     def _write(self, frame: bytes) -> None:
+        """Hand ``frame`` to the port; bounded by the port's write timeout (no drain wait)."""
         self._check_link()
+        if not self._write_lock.acquire(timeout=WRITE_TIMEOUT_S + self.timeout):
+            raise DiosError(TIMEOUT, f"{self.url}: port busy writing")
         try:
-            with self._write_lock:
-                self._port.write(frame)  # type: ignore[union-attr]
-                self._port.flush()  # type: ignore[union-attr]
+            self._port.write(frame)  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - any port failure is a lost link
             self._link_lost(f"write failed: {exc}")
             raise DiosError(COMM_LOST, f"write failed: {exc}") from None
+        finally:
+            self._write_lock.release()
 
     def transact(self, name: str, fields: dict[str, str] | None = None, retry: bool = True) -> Message:
         """Send request ``name``; return the ``ACK`` or raise the mapped error."""
@@ -262,8 +277,13 @@ class SerialGeneratorBackend:
                 raise DiosError(COMM_LOST, self._lost)
 
     def _wait_event(self, names: tuple[str, ...], device_seconds: float,
-                    cancel: threading.Event | None) -> Message:
-        """The next event among ``names`` or ``FLT``; ABORTED on cancel, TIMEOUT if none."""
+                    cancel: threading.Event | None, op: str = "") -> Message:
+        """The next event among ``names`` or ``FLT`` of operation ``op``.
+
+        Events of another operation (a late ``FLT`` of an aborted prepare) are dropped; with
+        ``op`` empty (a generator that does not number its operations) every event counts.
+        ABORTED on cancel, TIMEOUT if none arrives in time.
+        """
         deadline = time.monotonic() + self.clock.real(device_seconds) + self.timeout
         while True:
             if cancel is not None and cancel.is_set():
@@ -277,6 +297,11 @@ class SerialGeneratorBackend:
                 continue
             if item is _LOST:
                 raise DiosError(COMM_LOST, self._lost)
+            if op and item.get("OP") != op:
+                self.stale_events += 1
+                log.info("generator %s: dropping %s of operation %r while waiting for %r",
+                         self.url, item.name, item.get("OP"), op)
+                continue
             if item.name in names or item.name == "FLT":
                 return item
             log.debug("ignoring event %s while waiting for %s", item.name, names)
@@ -310,9 +335,9 @@ class SerialGeneratorBackend:
 
     def prepare(self, cancel: threading.Event) -> None:
         self._drain_events()
-        self.transact("PR")
+        op = self.transact("PR").get("OP")
         try:
-            event = self._wait_event(("RDY",), self.prep_timeout, cancel)
+            event = self._wait_event(("RDY",), self.prep_timeout, cancel, op)
         except DiosError as err:
             if err.code is ABORTED:
                 self._abort_quietly()
@@ -322,16 +347,16 @@ class SerialGeneratorBackend:
 
     def expose(self, cancel: threading.Event) -> ExposureRecord:
         self._drain_events()
-        self.transact("EX", retry=False)
+        op = self.transact("EX", retry=False).get("OP")
         seconds = self._technique.ms / 1000.0 + self.exposure_margin
         try:
-            event = self._wait_event(("XD",), seconds, cancel)
+            event = self._wait_event(("XD",), seconds, cancel, op)
         except DiosError as err:
             if err.code is not ABORTED:
                 raise
             self._abort_quietly()
             try:  # the generator reports what it delivered before the abort
-                event = self._wait_event(("XD",), 0.5, None)
+                event = self._wait_event(("XD",), 0.5, None, op)
             except DiosError:
                 raise err from None
         if event.name == "FLT":

@@ -5,7 +5,9 @@ that arrives closes the integration window (automatic exposure detection); a sof
 :meth:`SimDetectorBackend.trigger` closes it without X-rays (a dark frame, or sync mode).
 :meth:`SimDetectorBackend.read_frame` then waits the mode's readout time in simulated
 time and synthesises the frame from the room's scene (SID, collimation, phantom) with
-:class:`simulators.frames.DetectorModel`, returning it with its ground truth.
+:class:`simulators.frames.DetectorModel`, returning it with its ground truth. A mode's
+model is built the first time an acquisition or calibration needs it (connecting and
+selecting a mode stay fast), then kept.
 
 Faults (from :class:`simulators.faults.FaultInjector`):
 
@@ -103,6 +105,7 @@ class SimDetectorBackend:
         self.seed = int(seed)
         self.faults = faults if faults is not None else FaultInjector()
         self._models: dict[str, DetectorModel] = {}
+        self._model_lock = threading.Lock()
         self._rng = np.random.default_rng(self.seed)
         self._cond = threading.Condition()
         self._connected = False
@@ -131,12 +134,21 @@ class SimDetectorBackend:
         return self._mode
 
     def model(self, mode: PanelMode | None = None) -> DetectorModel:
-        """The panel model of ``mode`` (default: the selected one), built on first use."""
+        """The panel model of ``mode`` (default: the selected one), built on first use.
+
+        Building synthesises the panel's maps (about a second for a 43 x 43 cm panel), so
+        it happens in the acquisition or calibration job that first needs it, never in
+        :meth:`connect` or :meth:`select_mode`; each mode is built once and kept.
+        """
         mode = mode or self._mode
         m = self._models.get(mode.name)
-        if m is None:
-            m = DetectorModel(mode, self.seed)
-            self._models[mode.name] = m
+        if m is not None:
+            return m
+        with self._model_lock:  # one build per mode, even when asked from two threads
+            m = self._models.get(mode.name)
+            if m is None:
+                m = DetectorModel(mode, self.seed)
+                self._models[mode.name] = m
         return m
 
     def set_stage_listener(self, fn: StageListener | None) -> None:
@@ -172,7 +184,6 @@ class SimDetectorBackend:
         if self.faults.consume("comm_timeout"):
             self.clock.sleep(COMM_TIMEOUT_S)
             raise DiosError(TIMEOUT, "panel did not answer connect")
-        self.model()  # the panel's maps exist once it is on line
         with self._cond:
             self._connected = True
             self._armed = False
@@ -191,7 +202,6 @@ class SimDetectorBackend:
                 if self._armed:
                     raise DiosError(WRONG_STATE, "cannot change mode while armed")
                 self._mode = m
-                self.model(m)
                 return m
         raise DiosError(BAD_PARAMETER, f"unknown mode {name!r}; offered: "
                         + ", ".join(m.name for m in self._modes))
@@ -266,6 +276,7 @@ class SimDetectorBackend:
             self._check("read_frame")
             raise DiosError(WRONG_STATE, "read_frame: panel not armed")
         deadline = self.clock.now() + max(0.0, float(timeout))
+        mode, model = self._mode, self.model()  # built while the window is open, not after
         while True:
             self._check_running(cancel, "acquisition")
             with self._cond:
@@ -284,7 +295,6 @@ class SimDetectorBackend:
             self._armed = False
             self._pending = None
         self._stage("readout")
-        mode, model = self._mode, self.model()
         self._wait(mode.readout_s, cancel, "readout")
         if self.faults.consume("lost_frame"):
             self._wait(TRANSFER_TIMEOUT_S, cancel, "transfer")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+import time
 
 import numpy as np
 
@@ -51,6 +52,8 @@ from dios.devices.backends import ExposureRecord, GeneratorLimits, GeneratorRead
 from simulators.faults import FaultInjector
 from simulators.room import XrayRoom, XrayShot
 
+#: Real seconds between checks of a caller's cancel flag during a prepare or exposure.
+_POLL_REAL_S = 0.002
 #: heat-unit factor of a high-frequency (constant-potential) generator
 HU_FACTOR_HF = 1.35
 #: tube output at 1 m, 80 kV, in uGy per mAs
@@ -237,12 +240,11 @@ class GeneratorModel:
         """Boost the rotor and heat the filament; return when ready (or raise)."""
         with self._lock:
             self.check_prepare()
-            self._op_cancel = cancel if cancel is not None else threading.Event()
-            op = self._op_cancel
+            self._op_cancel = op = threading.Event()
             self.preparing = True
             self.prepared = False
         try:
-            if self.clock.sleep(self.prep_time(), op):
+            if self._sleep(self.prep_time(), op, cancel):
                 raise DiosError(ABORTED, "prepare aborted")
             with self._lock:
                 self._check_interlock()
@@ -258,14 +260,13 @@ class GeneratorModel:
             self._check_interlock()
             t = self.technique
             self._check_heat(t)
-            self._op_cancel = cancel if cancel is not None else threading.Event()
-            op = self._op_cancel
+            self._op_cancel = op = threading.Event()
             self.prepared = False
             self.exposing = True
         try:
             _, ms, by_aec = self.planned(t)
             start = self.clock.now()
-            aborted = self.clock.sleep(ms / 1000.0, op)
+            aborted = self._sleep(ms / 1000.0, op, cancel)
             if aborted:
                 ms = min(ms, max(0.0, (self.clock.now() - start) * 1000.0))
             kv_act = _sig(t.kv * (1.0 + self._rng.normal(0.0, 0.005)), 4)
@@ -287,6 +288,19 @@ class GeneratorModel:
             return record
         finally:
             self.exposing = False
+
+    def _sleep(self, seconds: float, op: threading.Event, cancel: threading.Event | None) -> bool:
+        """Wait ``seconds`` of simulated time; True if the generator's own abort (``op``)
+        or the caller's ``cancel`` came first."""
+        if cancel is None:
+            return self.clock.sleep(seconds, op)
+        end = time.monotonic() + self.clock.real(seconds)
+        while not (op.is_set() or cancel.is_set()):
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            op.wait(min(left, _POLL_REAL_S))
+        return True
 
     def abort(self) -> None:
         """Stop a running prepare or exposure and drop the prepared state."""

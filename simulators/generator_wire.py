@@ -12,9 +12,10 @@ end:
 
 The server decodes frames on its own thread, answers each request at once and runs
 prepare and exposure on a worker thread, reporting their end with ``RDY``/``XD``/``FLT``
-events. Frames it cannot decode are ignored (and listed in ``errors``), as a generator
-would. Link faults from the shared :class:`~simulators.faults.FaultInjector`:
-``comm_timeout`` makes it stop answering (requests are read and dropped, nothing is
+events tagged with the operation's ``OP`` number (also in the ``ACK`` of ``PR``/``EX``).
+Frames it cannot decode are ignored (and listed in ``errors``), as a generator would.
+Link faults from the shared :class:`~simulators.faults.FaultInjector`: ``comm_timeout``
+makes it stop answering (requests are read and dropped, nothing is
 executed, no events are sent), ``dropped_reply`` executes one request and drops its
 reply. :meth:`GeneratorWireServer.send_raw` writes arbitrary bytes (line noise) and
 :meth:`GeneratorWireServer.drop_client` cuts a TCP client off, for link tests.
@@ -31,6 +32,7 @@ import socket
 import threading
 import tty
 from collections import deque
+from collections.abc import Callable
 
 from dios.codes import BAD_PARAMETER, UNKNOWN_COMMAND, WRONG_STATE, DiosError
 from dios.devices.backends import ExposureRecord
@@ -94,6 +96,8 @@ class GeneratorWireServer:
         self._op: threading.Thread | None = None
         self._send_lock = threading.Lock()
         self._event_seq = itertools.count(1)
+        self._op_ids = itertools.count(1)
+        self._op_id = 0  # the latest prepare or exposure (events and ACKs carry it as OP)
         self._master: int | None = None
         self._slave: int | None = None
         self._listener: socket.socket | None = None
@@ -308,35 +312,36 @@ class GeneratorWireServer:
             return None
         if cmd == "PR":
             if m.preparing:
-                return None
+                return {"OP": str(self._op_id)}
             if m.prepared:
-                self._event("RDY")
-                return None
+                self._event("RDY", {"OP": str(self._op_id)})
+                return {"OP": str(self._op_id)}
             m.check_prepare()
-            self._start_op(self._run_prepare)
-            return None
+            return {"OP": str(self._start_op(self._run_prepare))}
         if cmd == "EX":
             if not m.prepared or m.exposing:
                 raise DiosError(WRONG_STATE, "not prepared")
-            self._start_op(self._run_expose)
-            return None
+            return {"OP": str(self._start_op(self._run_expose))}
         raise DiosError(UNKNOWN_COMMAND, f"unknown command {cmd}")
 
-    def _start_op(self, fn: object) -> None:
+    def _start_op(self, fn: Callable[[str], None]) -> int:
+        """Run ``fn(op)`` on the worker thread as a new operation; return its number."""
         if self._op is not None:
             self._op.join(1.0)
-        self._op = threading.Thread(target=fn, name="gen-wire-op", daemon=True)  # type: ignore[arg-type]
+        self._op_id = op = next(self._op_ids)
+        self._op = threading.Thread(target=fn, args=(str(op),), name="gen-wire-op", daemon=True)
         self._op.start()
+        return op
 
-    def _run_prepare(self) -> None:
+    def _run_prepare(self, op: str) -> None:
         try:
             self.model.prepare()
         except DiosError as err:
-            self._event("FLT", {"CODE": nak_code(err.code), "TXT": clean_text(err.detail)})
+            self._event("FLT", {"CODE": nak_code(err.code), "TXT": clean_text(err.detail), "OP": op})
             return
-        self._event("RDY")
+        self._event("RDY", {"OP": op})
 
-    def _run_expose(self) -> None:
+    def _run_expose(self, op: str) -> None:
         try:
             record = self.model.expose()
         except DiosError as err:
@@ -344,7 +349,8 @@ class GeneratorWireServer:
             partial = err.data.get("record")
             if isinstance(partial, dict):
                 fields.update(record_fields(ExposureRecord(**partial)))
+            fields["OP"] = op
             self._event("FLT", fields)
             return
-        self._event("XD", record_fields(record))
+        self._event("XD", {**record_fields(record), "OP": op})
 

@@ -273,3 +273,96 @@ def test_state_machine_refuses_and_keeps_state():
     assert m.fire_if("on") and m.state is LampState.ON and calls == [(LampState.OFF, LampState.ON, "on")]
     assert not m.fire_if("on")
     assert m.events() == []
+
+
+
+def _toggle_from_two_threads(rng) -> tuple[list, list]:
+    """Toggle a Lamp from two threads; return (published STATE events, fsm history)."""
+    hub = EventHub()
+    lamp = Lamp("DIOS/DEVICE/Lamp", hub)
+    sub = hub.subscribe("DIOS/DEVICE/Lamp")
+    publish = lamp.fsm._on_change
+    assert publish is not None
+
+    def yielding_publish(old, new, event):
+        # a publish may give up the interpreter for a while (queues, locks)
+        time.sleep(rng.random() * 2e-4)
+        publish(old, new, event)
+
+    lamp.fsm._on_change = yielding_publish
+    start = threading.Barrier(2)
+
+    def hammer(first: str, second: str) -> None:
+        start.wait()
+        for _ in range(50):
+            for event in (first, second):
+                try:
+                    lamp.fsm.fire(event)
+                except DiosError:
+                    pass  # the other thread got there first
+
+    threads = [threading.Thread(target=hammer, args=("on", "off")),
+               threading.Thread(target=hammer, args=("off", "on"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    published = []
+    while (ev := sub.get(timeout=0.01)) is not None:
+        if ev.kind == EventKind.STATE:
+            published.append((ev.data["previous"].removeprefix("LAMP_STATUS_"),
+                              ev.data["trigger"], ev.value.removeprefix("LAMP_STATUS_")))
+    history = [(o.value, e, n.value) for o, e, n in lamp.fsm.history]
+    return published, history
+
+
+def test_state_events_follow_the_order_of_the_transitions():
+    """Two threads firing one machine: the published STATE events replay its history."""
+    import random
+    import sys
+
+    rng = random.Random(4)
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for trial in range(20):
+            published, history = _toggle_from_two_threads(rng)
+            assert 0 < len(history) < 256  # nothing trimmed: the whole run is compared
+            assert published == history, f"trial {trial}: events out of order"
+    finally:
+        sys.setswitchinterval(old_interval)
+
+
+@pytest.mark.parametrize("text", ["+-5", "--5", "²", "٣", "١٢", "１２", "1_00", "0x10", "5 5",
+                                  "1e3", " ", "+", "9" * 5000])
+def test_parse_int_refuses_all_but_ascii_digits(text):
+    with pytest.raises(DiosError) as e:
+        parse_int(text, "count")
+    assert e.value.code is codes.BAD_PARAMETER and "count" in e.value.detail
+
+
+@pytest.mark.parametrize("text", ["+-5", "²", "١.٥", "１２", "1_00", "1_0.5", "nan", "inf",
+                                  "-Infinity", "1e400", ".", "e5", "1e", "1.2.3", "0x1p3", "--1"])
+def test_parse_float_refuses_all_but_ascii_decimals(text):
+    with pytest.raises(DiosError) as e:
+        parse_float(text, "kV")
+    assert e.value.code is codes.BAD_PARAMETER and "kV" in e.value.detail
+
+
+@pytest.mark.parametrize(("text", "value"), [("7", 7), ("+7", 7), ("-0", 0), (" 12 ", 12),
+                                             ("007", 7)])
+def test_parse_int_accepts_signed_ascii_integers(text, value):
+    assert parse_int(text, "count") == value
+
+
+@pytest.mark.parametrize(("text", "value"), [("70", 70.0), ("-1.5", -1.5), (".5", 0.5),
+                                             ("5.", 5.0), ("+2e3", 2000.0), ("1E-2", 0.01),
+                                             (" 3.25 ", 3.25)])
+def test_parse_float_accepts_ascii_decimals(text, value):
+    assert parse_float(text, "kV") == value
+
+
+def test_unparsable_parameter_is_bad_parameter_on_the_bus(bus):
+    for text in ("+-5", "²", "١٢", "1_00"):
+        r = bus.request(Request("DIOS/DEVICE/Lamp", "SetParam_Level", text))
+        assert r.code == codes.BAD_PARAMETER.hex, (text, r.code)

@@ -479,3 +479,91 @@ def test_comm_timeout_during_acquisition_and_calibration(rig: Rig) -> None:
     rig.ok("CalibrateOffset", "2")
     rig.wait_state(S.Standby)
     assert "offset" in rig.det._maps["FLUORO_1024"]
+
+
+# --- the panel model is built when first needed, not while connecting -------------------------------
+
+
+def test_connect_and_select_mode_build_no_panel_model(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    try:
+        assert rig.backend._models == {}
+        rig.ok("SelectMode", "CSI_3543")
+        rig.ok("SelectMode", "FLUORO_1024")
+        assert rig.backend._models == {}  # nothing synthesised for modes never used
+        frame = rig.expose()
+        assert set(rig.backend._models) == {"FLUORO_1024"}
+        assert frame.mode.name == "FLUORO_1024" and frame.truth is not None
+    finally:
+        rig.bus.stop()
+
+
+def test_lazy_model_gives_the_same_frames_as_one_built_up_front(tmp_path: Path) -> None:
+    frames = []
+    for eager in (True, False):
+        rig = make_rig(tmp_path / str(eager))
+        try:
+            if eager:
+                rig.backend.model()
+            frames.append(rig.expose().pixels)
+        finally:
+            rig.bus.stop()
+    np.testing.assert_array_equal(frames[0], frames[1])
+
+
+# --- state changes only after the backend succeeded ---------------------------------------------------
+
+
+def test_refused_software_trigger_leaves_the_detector_ready(rig: Rig, monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    from dios.codes import DiosError
+
+    rig.ok("Prepare")
+    assert rig.det.state is S.Ready
+
+    def refuse() -> None:
+        raise DiosError(WRONG_STATE, "panel not armed")
+
+    monkeypatch.setattr(rig.backend, "trigger", refuse)
+    r = rig.call("Acquire")
+    assert r.code == WRONG_STATE.hex
+    assert rig.det.state is S.Ready
+    monkeypatch.undo()
+    rig.ok("Acquire")
+    frame = rig.wait_event(lambda e: e.kind == EventKind.IMAGE).data["frame"]
+    assert frame.kind == "dark" and rig.det.state is S.Standby
+
+
+def test_abort_while_maps_are_built_keeps_the_old_maps(rig: Rig, monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    import threading
+
+    from processing import calibration
+
+    rig.ok("CalibrateOffset", "2")
+    rig.wait_event(lambda e: e.kind == EventKind.PARAM and e.name == "Calibration")
+    rig.wait_state(S.Standby)
+    old = rig.det._maps["FLUORO_1024"]["offset"]
+    building, release = threading.Event(), threading.Event()
+    real = calibration.build_offset
+
+    def slow_build(frames):  # the Abort arrives while the map is being computed
+        building.set()
+        release.wait(10)
+        return real(frames)
+
+    monkeypatch.setattr(calibration, "build_offset", slow_build)
+    rig.ok("CalibrateOffset", "2")
+    assert building.wait(10)
+    replies: list[Reply] = []
+    t = threading.Thread(target=lambda: replies.append(rig.call("Abort")))
+    t.start()
+    deadline = time.monotonic() + 10
+    while not rig.det._cancel.is_set():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    release.set()
+    t.join(10)
+    assert replies and replies[0].code == SUCCESS.hex
+    assert rig.det.state is S.Standby
+    assert rig.det._maps["FLUORO_1024"]["offset"] is old

@@ -350,7 +350,7 @@ def _bad_cases():
          "leading zero", DicomFieldError),
         ("study.study_instance_uid", {"study": {**_study(u), "study_instance_uid": "abc"}},
          "digits", DicomFieldError),
-        ("study.study_id", {"study": {**_study(u), "study_id": "20250625143339389"}},
+        ("study.study_id", {"study": {**_study(u), "study_id": "ST-20250625143339389"}},
          "exceeds the maximum length", DicomFieldError),
         ("series.series_instance_uid", {"series": {**_series(u), "series_instance_uid":
                                                    "1." + "2" * 70}}, "maximum",
@@ -741,3 +741,16 @@ def test_png_upload_rejects_bad_bytes_with_codes_and_writes_nothing(tmp_path):
         png_to_dx(good, tmp_path / "x.dcm", patient={**_human(), "patient_sex": "Q"},
                   study=_study(uids), series=_series(uids), uids=uids)
     assert _no_leftovers(tmp_path) == []
+
+
+def test_console_study_id_maps_onto_dicom_study_id(tmp_path):
+    """The console's 17-digit ids become StudyID (SH, 16 chars) without the century."""
+    from dios.dicom.dx import dicom_study_id
+
+    assert dicom_study_id("20250625143339389") == "250625143339389"
+    assert dicom_study_id("2506251433393") == "2506251433393"
+    u = UidFactory("2.25")
+    ds = write_dx(tmp_path / "s.dcm", np.zeros((8, 8), np.uint16), bits_stored=12,
+                  patient=_human(), study={**_study(u), "study_id": "20250625143339389"},
+                  series=_series(u), image=_image(u), detector=_det())
+    assert ds.StudyID == "250625143339389"

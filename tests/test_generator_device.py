@@ -19,7 +19,9 @@ import pytest
 from dios.bus import DeviceBus
 from dios.clock import SimClock
 from dios.codes import (
+    ABORTED,
     BAD_PARAMETER,
+    BUSY,
     INTERLOCK_OPEN,
     OUT_OF_RANGE,
     SUCCESS,
@@ -652,3 +654,80 @@ def test_status_strings_are_the_seeds() -> None:
     gen = Generator(GENERATOR, DeviceBus().hub, SimGeneratorBackend(SimClock(100)))
     assert gen.status_string == "GENERATOR_STATUS_INIT"
     assert dataclasses.is_dataclass(gen.technique)
+
+
+# --- aborts the device did not ask for, and aborts the generator refuses ---------------------------
+def _wait_until(cond, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition never met"
+        time.sleep(0.001)
+
+
+def scenario_generator_aborts_on_its_own(env: GenEnv) -> None:
+    """The generator aborts a prepare and an exposure by itself (its console's abort key):
+    the device returns to Standby with a non-latched ABORTED fault, then works on."""
+    env.ok("SetParam_KV", "60")
+    env.ok("SetParam_MA", "100")
+    env.ok("SetParam_MS", "10000")
+    env.ok("Prepare", tx="P1")
+    _wait_until(lambda: env.model.preparing)
+    env.model.abort()
+    env.wait_state(S.Standby)
+    fault = env.wait_event(EventKind.FAULT, tx="P1")
+    assert fault.data["code"] == ABORTED.hex and fault.data["latched"] is False
+    assert env.gen.fault is None
+    env.ok("Prepare", tx="P2")
+    env.wait_state(S.Ready)
+    env.ok("Expose", tx="X1")
+    _wait_until(lambda: env.model.exposing)
+    env.model.abort()
+    env.wait_state(S.Standby)
+    assert env.wait_event(EventKind.FAULT, tx="X1").data["code"] == ABORTED.hex
+    assert env.wait_event(EventKind.EXPOSURE, tx="X1").data["aborted"] is True
+    env.ok("SetParam_MS", "100")
+    env.expose_cycle()
+
+
+def test_generator_aborting_on_its_own_is_a_refusal() -> None:
+    e = GenEnv(scale=5).connect()
+    try:
+        scenario_generator_aborts_on_its_own(e)
+    finally:
+        e.close()
+
+
+def test_refused_abort_leaves_the_state_and_the_job_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    e = GenEnv(scale=5).connect()
+    try:
+        def refuse() -> None:
+            raise DiosError(BUSY, "abort not possible now")
+
+        monkeypatch.setattr(e.sim, "abort", refuse)
+        e.ok("Prepare")
+        assert e.call("Abort").code == BUSY.hex
+        assert e.gen.state is S.Preparation
+        e.wait_state(S.Ready)  # the prepare went on
+        assert e.call("Abort").code == BUSY.hex
+        assert e.gen.state is S.Ready and e.model.prepared
+        monkeypatch.undo()
+        e.ok("Abort")
+        assert e.gen.state is S.Standby and not e.model.prepared
+        assert not [ev for ev in e.events() if ev.kind == EventKind.FAULT]
+    finally:
+        e.close()
+
+
+def test_abort_failing_on_the_link_latches_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    e = GenEnv(scale=5).connect()
+    try:
+        e.ok("Prepare")
+        e.faults.inject("comm_timeout")
+        assert e.call("Abort").code == TIMEOUT.hex
+        assert e.gen.state is S.Error
+        assert not e.gen.job_running
+        e.faults.clear("comm_timeout")
+        e.ok("ResetError")
+        e.expose_cycle()
+    finally:
+        e.close()

@@ -111,3 +111,67 @@ def test_bad_tables_are_refused() -> None:
 
 def test_values_print_as_consoles_show_them() -> None:
     assert [fmt(v) for v in (70.0, 12.5, 0.125, 10000.0, 3.2)] == ["70", "12.5", "0.125", "10000", "3.2"]
+
+
+# --- the generator's nearest-feasible search against an exhaustive reference -----------------------
+def _exhaustive_fit(gen, t, field: str, requested: float):
+    """Reference: check every table entry, keep the nearest feasible (ties to the lower)."""
+    import dataclasses
+
+    from dios.codes import OUT_OF_RANGE, DiosError
+
+    table = gen.tables.table(field)
+    options = [v for v in table.values
+               if gen.feasible(gen._derive(dataclasses.replace(t, **{field: v})))]
+    if not options:
+        raise DiosError(OUT_OF_RANGE, "nothing fits")
+    best = min(options, key=lambda v: (table._distance(v, requested), v))
+    return gen._derive(dataclasses.replace(t, **{field: best}))
+
+
+@pytest.mark.parametrize("limits", [
+    GeneratorLimits(),
+    GeneratorLimits(max_power_kw=20.0, focus_ma_max=(160.0, 400.0), mas_min=1.0, mas_max=200.0),
+    GeneratorLimits(kv_min=50, kv_max=125, ma_min=25, ma_max=500, ms_min=2, ms_max=2000,
+                    max_power_kw=32.0, focus_ma_max=(100.0, 320.0)),
+])
+def test_outward_fit_matches_the_exhaustive_search(limits: GeneratorLimits) -> None:
+    import random
+
+    from dios.codes import DiosError
+    from dios.devices.backends import Technique
+    from dios.devices.generator import Generator
+    from dios.events import EventHub
+    from simulators.generator import SimGeneratorBackend
+
+    gen = Generator("DIOS/DEVICE/Generator", EventHub(), SimGeneratorBackend(limits=limits))
+    gen.limits, gen.tables = limits, GeneratorTables.for_limits(limits)
+    rng = random.Random(11)
+    checked = refused = 0
+    for _ in range(1500):
+        t = gen._derive(Technique(
+            kv=rng.choice(gen.tables.kv.values), ma=rng.choice(gen.tables.ma.values),
+            ms=rng.choice(gen.tables.ms.values), mas=rng.choice(gen.tables.mas.values),
+            mode=rng.randrange(3), focus=rng.randrange(2)))
+        field = rng.choice(("ma", "ms", "mas"))
+        values = gen.tables.table(field).values
+        pick = rng.random()
+        if pick < 0.3:  # an entry
+            requested = rng.choice(values)
+        elif pick < 0.6:  # half way between two entries (ties)
+            i = rng.randrange(len(values) - 1)
+            a, b = values[i], values[i + 1]
+            requested = math.sqrt(a * b) if rng.random() < 0.5 else (a + b) / 2
+        else:  # anywhere, also beyond the table's ends
+            requested = math.exp(rng.uniform(math.log(values[0] / 3), math.log(values[-1] * 3)))
+        try:
+            want = _exhaustive_fit(gen, t, field, requested)
+        except DiosError as err:
+            with pytest.raises(DiosError) as exc:
+                gen._fit(t, field, requested)
+            assert exc.value.code is err.code
+            refused += 1
+            continue
+        assert gen._fit(t, field, requested) == want, (t, field, requested)
+        checked += 1
+    assert checked > 500 and refused > 0

@@ -63,6 +63,7 @@ from tests.test_generator_device import (
     GenEnv,
     scenario_abort_during_preparation_and_exposure,
     scenario_exposure_cycle,
+    scenario_generator_aborts_on_its_own,
     scenario_interlock_fault_and_recovery,
     scenario_overheat_refusal_and_recovery,
     scenario_power_and_focus_coupling,
@@ -400,3 +401,57 @@ def test_all_nak_codes_are_result_codes() -> None:
     known = {c.name for c in all_codes()}
     assert {c.name for c in NAK_CODES.values()} <= known
     assert SUCCESS.hex == "0x000000"
+
+
+# --- operations are numbered: late events of an earlier operation are dropped ------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_generator_aborting_on_its_own_over_the_wire(transport: str) -> None:
+    e = GenEnv(transport, scale=5).connect()
+    try:
+        scenario_generator_aborts_on_its_own(e)
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_late_fault_of_an_earlier_prepare_is_dropped(transport: str) -> None:
+    # scale 2: a prepare takes 400 ms, time enough to slip a stale FLT in while it runs
+    e = GenEnv(transport, scale=2).connect()
+    try:
+        e.ok("Prepare", tx="P")
+        deadline = time.monotonic() + 5
+        while not e.model.preparing:  # PR received: the driver is waiting for its event
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        stale = Message(EVENT, 0x42, "FLT", {"CODE": "13", "TXT": "prepare aborted", "OP": "9999"})
+        e.server.send_raw(encode(stale))
+        e.wait_state(S.Ready)
+        assert e.backend.stale_events == 1
+        assert not [ev for ev in e.events() if ev.kind == EventKind.FAULT]
+        e.ok("Expose", tx="X")
+        assert e.wait_event(EventKind.EXPOSURE, tx="X").data["record"]["kv"] > 0
+    finally:
+        e.close()
+
+
+def test_prepare_and_expose_acks_and_events_carry_the_operation_number() -> None:
+    e = GenEnv("pty").connect()
+    try:
+        b: SerialGeneratorBackend = e.backend
+        first = b.transact("PR").get("OP")
+        assert first.isdigit()
+        assert b.transact("PR").get("OP") == first  # repeated while preparing or prepared
+        ops = set()
+        deadline = time.monotonic() + 5
+        while not ops:
+            assert time.monotonic() < deadline
+            try:
+                item = b._events.get(timeout=0.05)
+            except Exception:  # noqa: BLE001 - queue.Empty
+                continue
+            ops.add((item.name, item.get("OP")))
+        assert ops == {("RDY", first)}
+        second = b.transact("EX", retry=False).get("OP")
+        assert second.isdigit() and int(second) > int(first)
+    finally:
+        e.close()

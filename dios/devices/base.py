@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
+import re
 import threading
 from collections.abc import Callable
 from enum import Enum
@@ -167,23 +169,36 @@ class Device:
 
 
 # --- parameter parsing helpers -----------------------------------------------------------
+#: An integer ``reqParam``: ASCII digits with an optional sign, nothing else.
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+#: A decimal ``reqParam``: ASCII digits, optional sign, point and exponent.
+_FLOAT_RE = re.compile(r"[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def parse_float(param: str, what: str) -> float:
-    """Parse a numeric ``reqParam``; BAD_PARAMETER if it is not a finite number."""
-    try:
-        value = float(param.strip())
-    except (ValueError, AttributeError):
-        raise DiosError(BAD_PARAMETER, f"{what}: {param!r} is not a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    """Parse a numeric ``reqParam``; BAD_PARAMETER if it is not a finite number.
+
+    Only ASCII decimal notation is accepted (``70``, ``-1.5``, ``.5``, ``2e3``); other
+    digit sets, ``_`` separators, ``inf`` and ``nan`` are refused.
+    """
+    text = param.strip() if isinstance(param, str) else ""
+    if not _FLOAT_RE.fullmatch(text):
+        raise DiosError(BAD_PARAMETER, f"{what}: {param!r} is not a number")
+    value = float(text)
+    if not math.isfinite(value):
         raise DiosError(BAD_PARAMETER, f"{what}: {param!r} is not a finite number")
     return value
 
 
 def parse_int(param: str, what: str) -> int:
-    """Parse an integer ``reqParam``; BAD_PARAMETER otherwise."""
+    """Parse an integer ``reqParam`` (ASCII digits, optional sign); BAD_PARAMETER otherwise."""
     text = param.strip() if isinstance(param, str) else ""
-    if not text or not text.lstrip("+-").isdigit():
+    if not _INT_RE.fullmatch(text):
         raise DiosError(BAD_PARAMETER, f"{what}: {param!r} is not an integer")
-    return int(text)
+    try:
+        return int(text)
+    except ValueError:  # more digits than the interpreter converts
+        raise DiosError(BAD_PARAMETER, f"{what}: {param[:20]!r}... is too long") from None
 
 
 def parse_choice(param: str, what: str, choices: dict[str, Any]) -> Any:

@@ -413,8 +413,10 @@ class Detector(Device):
 
     @command("Acquire")
     def acquire(self, param: str) -> tuple[str, dict]:
-        self.fsm.fire("trigger")
+        self.fsm.require("trigger")
         self._hw(self.backend.trigger)
+        # the acquisition job may already have reported the closed window (Acquiring)
+        self.fsm.fire_if("trigger")
         return self._status()
 
     @command("Abort")
@@ -503,14 +505,15 @@ class Detector(Device):
             return
         maps = self._maps.setdefault(mode.name, {})
         if kind == "offset":
-            maps["offset"] = build_offset(frames["dark"])
+            new = build_offset(frames["dark"])
         elif kind == "gain":
-            maps["gain"] = build_gain(frames["flat"], maps["offset"])
+            new = build_gain(frames["flat"], maps["offset"])
         else:
             offset = build_offset(frames["dark"])
-            maps["defect"] = find_defects(offset, build_gain(frames["flat"], offset))
-        if cancel.is_set():
+            new = find_defects(offset, build_gain(frames["flat"], offset))
+        if cancel.is_set():  # aborted while the map was being built: keep the old one
             return
+        maps[kind] = new
         try:
             self._save_calibration(mode.name)
         except OSError as exc:

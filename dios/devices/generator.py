@@ -57,13 +57,16 @@ Backend failures raised as :class:`~dios.codes.DiosError`:
   refused with ``TUBE_OVERHEAT`` (device stays in Standby), a prepare or exposure the
   generator refuses for heat returns the device to Standby; a ``FAULT`` event with
   ``latched=False`` is published in every case.
-* ``ABORTED`` (a cancelled prepare/exposure) is no fault.
+* ``ABORTED`` of a prepare/exposure this device cancelled (``Abort``) is no fault; one
+  the generator reports on its own (an abort from its console) is a refusal: the device
+  returns to Standby and publishes a ``FAULT`` event with ``latched=False``.
 * ``OUT_OF_RANGE``/``BAD_PARAMETER``/``BUSY``/``WRONG_STATE`` refusals of a technique by
   the hardware are replied as such, state and technique unchanged.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -189,6 +192,8 @@ class Generator(Device):
         self.last_record: ExposureRecord | None = None
         self._connected = False
         self._lock = threading.RLock()
+        #: set by Abort before it asks the backend, cleared when a prepare/exposure starts
+        self._abort_requested = threading.Event()
 
     # --- status ------------------------------------------------------------------------------
     @property
@@ -224,15 +229,33 @@ class Generator(Device):
         return lim.mas_min * (1 - 1e-6) <= t.mas <= lim.mas_max * (1 + 1e-6)
 
     def _fit(self, t: Technique, field: str, requested: float) -> Technique:
-        """Put ``field`` on the feasible table entry nearest to ``requested``."""
+        """Put ``field`` on the feasible table entry nearest to ``requested``.
+
+        The entries are tried outward from ``requested`` in order of distance (a tie goes
+        to the lower entry), so the first feasible one is the answer and the whole table
+        is checked only when nothing fits.
+        """
         table: ValueTable = self.tables.table(field)
-        options = [v for v in table.values
-                   if self.feasible(self._derive(dataclasses.replace(t, **{field: v})))]
-        if not options:
-            raise DiosError(OUT_OF_RANGE, f"no {table.name} value is possible with this technique",
-                            technique=technique_dict(t))
-        best = min(options, key=lambda v: (table._distance(v, requested), v))
-        return self._derive(dataclasses.replace(t, **{field: best}))
+        values, dist = table.values, table._distance
+        up = bisect.bisect_left(values, requested)  # first entry >= requested
+        down = up - 1
+        while down >= 0 or up < len(values):
+            if up >= len(values):
+                take_down = True
+            elif down < 0:
+                take_down = False
+            else:
+                take_down = (dist(values[down], requested), values[down]) <= (
+                    dist(values[up], requested), values[up])
+            if take_down:
+                value, down = values[down], down - 1
+            else:
+                value, up = values[up], up + 1
+            candidate = self._derive(dataclasses.replace(t, **{field: value}))
+            if self.feasible(candidate):
+                return candidate
+        raise DiosError(OUT_OF_RANGE, f"no {table.name} value is possible with this technique",
+                        technique=technique_dict(t))
 
     def _lower_ma(self, t: Technique) -> Technique:
         """Bring mA under the ceiling after a kV/focus change, preserving mAs where possible."""
@@ -348,8 +371,9 @@ class Generator(Device):
         self._raise_fault(DiosError(INTERNAL, f"{name} job crashed"))
 
     def _job_failed(self, err: DiosError, cancel: threading.Event) -> None:
-        if err.code is ABORTED or (cancel.is_set() and err.code not in LATCHED):
-            return  # Abort already moved the state
+        if (cancel.is_set() or self._abort_requested.is_set()) and err.code not in LATCHED:
+            return  # Abort moves the state
+        # an ABORTED nobody here asked for (the generator's own abort) is a refusal
         self._raise_fault(err)
         if err.code not in LATCHED:
             self.fsm.fire_if("refused")
@@ -617,6 +641,7 @@ class Generator(Device):
                             heat_percent=round(rb.heat_percent, 2))
             self._raise_fault(err)
             raise err
+        self._abort_requested.clear()
         self.fsm.fire("prepare")
         self.start_job("prepare", self._prepare_job)
         return self.status_string
@@ -634,6 +659,7 @@ class Generator(Device):
     def expose(self, p: str) -> str:
         self.fsm.require("expose")
         self._join_finished_job()
+        self._abort_requested.clear()
         self.fsm.fire("expose")
         self.start_job("expose", self._expose_job)
         return self.status_string
@@ -656,12 +682,19 @@ class Generator(Device):
     @command("Abort")
     def abort(self, p: str) -> str:
         self.fsm.require("abort")
-        self._cancel.set()
+        self._abort_requested.set()  # the generator's ABORTED report is expected from now
         try:
             self._call(self.backend.abort)
-        finally:
-            self.fsm.fire_if("abort")
-            self.cancel_job()
+        except DiosError as err:
+            if err.code in LATCHED:  # Error already entered: the job has nothing left to do
+                self._cancel.set()
+                self.cancel_job()
+            else:  # refused: the prepare/exposure goes on and the state stays
+                self._abort_requested.clear()
+            raise
+        self._cancel.set()
+        self.fsm.fire_if("abort")
+        self.cancel_job()
         return self.status_string
 
     @command("ResetError")
