@@ -31,7 +31,7 @@ from dios.codes import (
 )
 from dios.devices.base import Device
 from dios.events import EventHub
-from dios.messages import Reply, Request
+from dios.messages import Event, EventKind, Reply, Request
 from dios.uri import DETECTOR, GENERATOR, parse
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,15 @@ class _Worker:
             req, fut = item
             if not fut.set_running_or_notify_cancel():
                 continue
-            fut.set_result(self.execute(req))
+            reply = self.execute(req)
+            fut.set_result(reply)
+            if getattr(fut, "abandoned", False):
+                # the client already got TIMEOUT: publish the late outcome so nothing
+                # that changed the device goes unreported
+                self.device.hub.publish(Event(
+                    req.deviceUri, EventKind.REPLY, req.reqName, reply.code,
+                    {"late": True, "reply": reply.to_dict()}, req.reqTransaction,
+                    req.reqClientID))
 
     def execute(self, req: Request) -> Reply:
         self.served += 1
@@ -156,13 +164,15 @@ class DeviceBus:
         """Send ``req`` and wait for its reply, at most ``timeout`` seconds (default: bus timeout).
 
         On timeout the reply carries ``TIMEOUT``; if the command has not started yet it is
-        withdrawn, otherwise its late result is discarded.
+        withdrawn, otherwise its late reply is published as a ``reply`` event with
+        ``data["late"] = True`` (same transaction id) when it finishes.
         """
         fut = self.submit(req)
         try:
             return fut.result(self.timeout if timeout is None else timeout)
         except TimeoutError:
-            fut.cancel()
+            if not fut.cancel():
+                fut.abandoned = True  # type: ignore[attr-defined]
             return Reply.failure(req, DiosError(TIMEOUT, f"no reply within {timeout or self.timeout:g} s"))
 
     def call(self, uri: str, name: str, param: object = "", transaction: str = "",

@@ -163,7 +163,12 @@ def test_timeout_reply_and_bus_keeps_serving(bus):
     assert r.code == codes.TIMEOUT.hex and r.reqTransaction == "slow"
     # another device is not blocked by the stuck one (it would time out if it were)
     assert bus.request(Request("DIOS/DEVICE/Table", "On"), timeout=1).ok
+    late = bus.hub.subscribe("DIOS/DEVICE/Lamp", kinds=[EventKind.REPLY])
     lamp.gate.set()
+    ev = late.get(timeout=2)
+    late.close()
+    assert ev is not None and ev.data["late"] and ev.reqTransaction == "slow"
+    assert ev.data["reply"]["result"] == "done" and ev.value == "0x000000"
     assert bus.request(Request("DIOS/DEVICE/Lamp", "On")).ok
 
 
