@@ -182,7 +182,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     say = ProgressPrinter(False)
     result = process_file(Path(args.input), profile=args.profile, out_dir=Path(args.out),
                           calibration=Path(args.calibration) if args.calibration else None,
-                          counts_per_ugy=args.counts_per_ugy, progress=say)
+                          counts_per_ugy=args.counts_per_ugy, progress=say,
+                          pixel_pitch_mm=args.pixel_pitch)
     for key, value in result.items():
         print(f"{key}: {value}")
     return 0
@@ -220,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--calibration", help="calibration maps (.npz) to correct the raw frame")
     pr.add_argument("--counts-per-ugy", type=positive_float, default=100.0,
                     help="detector calibration factor for the exposure index")
+    pr.add_argument("--pixel-pitch", type=positive_float,
+                    help="detector pixel pitch in mm (default: from the input DICOM, else 0.15)")
     pr.set_defaults(func=cmd_process)
 
     s = sub.add_parser("serve", help="start the services and RPC listeners")

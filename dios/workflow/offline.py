@@ -8,7 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from dios.codes import BAD_FRAME, DiosError
+from dios.codes import BAD_FRAME, UNKNOWN_PROFILE, DiosError
+
+
+#: Pixel pitch assumed when neither the caller nor the input file gives one (mm).
+DEFAULT_PITCH_MM = 0.15
 
 
 def load_raw(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -39,8 +43,14 @@ def load_raw(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
 def process_file(path: Path, *, profile: str = "default", out_dir: Path = Path("."),
                  calibration: Path | None = None, counts_per_ugy: float = 100.0,
                  progress: Callable[[str, str], None] | None = None,
-                 uid_root: str | None = None) -> dict[str, Any]:
-    """Process one raw frame file; write ``<stem>.dcm`` and ``<stem>.png`` into ``out_dir``."""
+                 uid_root: str | None = None,
+                 pixel_pitch_mm: float | None = None) -> dict[str, Any]:
+    """Process one raw frame file; write ``<stem>.dcm`` and ``<stem>.png`` into ``out_dir``.
+
+    The detector pixel pitch (ImagerPixelSpacing, mandatory in a DX image) comes from
+    ``pixel_pitch_mm``, else from the input DICOM's pixel spacing, else
+    :data:`DEFAULT_PITCH_MM` (reported in the result).
+    """
     from datetime import datetime
 
     from dios.dicom.dx import write_dx
@@ -49,9 +59,15 @@ def process_file(path: Path, *, profile: str = "default", out_dir: Path = Path("
     from processing.calibration import CalibrationMaps
     from processing.pipeline import Pipeline
 
+    from processing.profiles import PROFILES
+
+    if profile not in PROFILES:
+        raise DiosError(UNKNOWN_PROFILE, f"{profile!r}; known: {', '.join(sorted(PROFILES))}")
     say = progress or (lambda step, detail: None)
     say("load", str(path))
     raw, meta = load_raw(path)
+    spacing = meta.get("pixel_spacing_mm")
+    pitch = pixel_pitch_mm or (float(spacing[0]) if spacing else None) or DEFAULT_PITCH_MM
     maps = CalibrationMaps.load(calibration) if calibration else None
     if maps is not None and maps.offset.shape != raw.shape:
         raise DiosError(BAD_FRAME, f"calibration maps {maps.offset.shape} do not fit frame {raw.shape}")
@@ -77,12 +93,14 @@ def process_file(path: Path, *, profile: str = "default", out_dir: Path = Path("
         series={"series_instance_uid": uids.series(), "series_number": 1,
                 "body_part": meta.get("body_part", "")},
         image={"sop_instance_uid": uids.instance(), "instance_number": 1},
-        acquisition={"ei": result.ei},
+        acquisition={k: v for k, v in (("ei", result.ei), ("kv", meta.get("kv")),
+                                       ("mas", meta.get("mas"))) if v is not None},
+        detector={"pixel_pitch_mm": pitch, "detector_type": "SCINTILLATOR"},
         window=tuple(result.window),
         shutter=shutter or None,
     )
     write_preview_png(png, result.preview)
-    return {"dicom": str(dcm), "preview": str(png),
+    return {"dicom": str(dcm), "preview": str(png), "pixel_pitch_mm": pitch,
             "window": f"WC {result.window[0]:.0f} WW {result.window[1]:.0f}",
             "ei": f"{result.ei:.0f}", "collimation": result.collimation.kind if result.collimation else "n/a",
             "timings_ms": {k: round(v, 2) for k, v in result.timings.items()}}
