@@ -10,7 +10,6 @@ import numpy as np
 
 from dios.codes import BAD_FRAME, UNKNOWN_PROFILE, DiosError
 
-
 #: Pixel pitch assumed when neither the caller nor the input file gives one (mm).
 DEFAULT_PITCH_MM = 0.15
 
@@ -58,7 +57,6 @@ def process_file(path: Path, *, profile: str = "default", out_dir: Path = Path("
     from dios.uids import DEFAULT_UID_ROOT, UidFactory
     from processing.calibration import CalibrationMaps
     from processing.pipeline import Pipeline
-
     from processing.profiles import PROFILES
 
     if profile not in PROFILES:
