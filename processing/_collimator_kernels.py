@@ -246,6 +246,182 @@ def profile_edges(lin, bx, by, nx, ny, scale, floor, tau, min_step):  # pragma: 
     return off, ok
 
 
+@njit(cache=True)
+def blade_points(lin, c, s, bounds, scale, floor, tau, min_step):  # pragma: no cover
+    """Sub-pixel edge points along the blades of a rectangle, all blades in one call.
+
+    The rectangle is ``u0 <= n.p <= u1``, ``v0 <= n_perp.p <= v1`` with ``n = (c, s)``,
+    ``n_perp = (-s, c)`` and ``bounds = (u0, u1, v0, v1)`` (an infinite bound is a blade
+    outside the image and gets no points). Along each blade ``k`` (0 left, 1 right, 2 top,
+    3 bottom) base points 1 pixel apart, 2 pixels in from the ends of its extent over the
+    image, are refined by :func:`profile_edges` along the inward normal; the points whose
+    profile shows a step are returned as ``(px, py, blade)``, those of the top and bottom
+    blades rotated to ``(y, -x)`` so that every blade shares the normal ``n``.
+    """
+    h, w = lin.shape
+    npt = 0
+    lens = np.zeros(4, np.int64)
+    los = np.zeros(4)
+    for k in range(4):
+        if not math.isfinite(bounds[k]):
+            continue
+        if k < 2:
+            a0, a1, lo, hi = -s, c, bounds[2], bounds[3]
+        else:
+            a0, a1, lo, hi = c, s, bounds[0], bounds[1]
+        pmin = math.inf
+        pmax = -math.inf
+        for ex, ey in ((0.0, 0.0), (w - 1.0, 0.0), (0.0, h - 1.0), (w - 1.0, h - 1.0)):
+            pr = ex * a0 + ey * a1
+            pmin = min(pmin, pr)
+            pmax = max(pmax, pr)
+        lo = max(lo, pmin) + 2.0
+        hi = min(hi, pmax) - 2.0
+        if hi - lo < 4:
+            continue
+        lens[k] = int(math.ceil(hi - lo))
+        los[k] = lo
+        npt += lens[k]
+    bx = np.empty(npt)
+    by = np.empty(npt)
+    nx = np.empty(npt)
+    ny = np.empty(npt)
+    bl = np.empty(npt, np.int64)
+    m = 0
+    for k in range(4):
+        if lens[k] == 0:
+            continue
+        if k < 2:
+            a0, a1, n0, n1 = -s, c, c, s
+        else:
+            a0, a1, n0, n1 = c, s, -s, c
+        inward = 1.0 if k == 0 or k == 2 else -1.0
+        start = m
+        for i in range(lens[k]):
+            t = los[k] + i * 1.0
+            x = bounds[k] * n0 + t * a0
+            y = bounds[k] * n1 + t * a1
+            if x >= 1 and x <= w - 2 and y >= 1 and y <= h - 2:
+                bx[m] = x
+                by[m] = y
+                nx[m] = inward * n0
+                ny[m] = inward * n1
+                bl[m] = k
+                m += 1
+        if m - start < 4:
+            m = start
+    off, ok = profile_edges(lin, bx[:m], by[:m], nx[:m], ny[:m], scale, floor, tau, min_step)
+    nok = 0
+    for i in range(m):
+        if ok[i]:
+            nok += 1
+    px = np.empty(nok)
+    py = np.empty(nok)
+    blade = np.empty(nok, np.int64)
+    j = 0
+    for i in range(m):
+        if not ok[i]:
+            continue
+        k = bl[i]
+        n0 = c if k < 2 else -s
+        n1 = s if k < 2 else c
+        inward = 1.0 if k == 0 or k == 2 else -1.0
+        x = bx[i] + (inward * off[i]) * n0
+        y = by[i] + (inward * off[i]) * n1
+        if k < 2:
+            px[j] = x
+            py[j] = y
+        else:
+            px[j] = y
+            py[j] = -x
+        blade[j] = k
+        j += 1
+    return px, py, blade
+
+
+@njit(cache=True)
+def _nearest_rank(vals, n, q):  # pragma: no cover - compiled
+    """The ``q`` quantile (nearest rank) of ``vals[:n]`` as float64 (``vals`` is reordered)."""
+    k = int(q * (n - 1) + 0.5)
+    return np.float64(np.partition(vals[:n], k)[k])
+
+
+@njit(cache=True)
+def _band(rot, valid, k, p, d0, d1, ya, yz, xa, xz, buf):  # pragma: no cover - compiled
+    """Valid pixels of ``rot`` in the band ``d0..d1`` pixels inward of blade ``k`` at ``p``
+    (every second row/column of the band when it is 16 or more pixels deep) into ``buf``;
+    returns their number."""
+    H, W = rot.shape
+    sign = 1 if k == 0 or k == 2 else -1
+    lo = min(p + sign * d0, p + sign * d1)
+    hi = max(p + sign * d0, p + sign * d1)
+    step = 1 if abs(d1 - d0) < 16 else 2
+    n = 0
+    if k < 2:
+        lo, hi = max(lo, 0), min(hi, W - 1)
+        for y in range(ya, yz, step):
+            for x in range(lo, hi + 1, step):
+                if valid[y, x] > 0:
+                    buf[n] = rot[y, x]
+                    n += 1
+    else:
+        lo, hi = max(lo, 0), min(hi, H - 1)
+        for y in range(lo, hi + 1, step):
+            for x in range(xa, xz, step):
+                if valid[y, x] > 0:
+                    buf[n] = rot[y, x]
+                    n += 1
+    return n
+
+
+@njit(cache=True)
+def check_blades(rot, valid, pos, min_step, min_peak_gap):  # pragma: no cover - compiled
+    """Index of the first blade of an axis-aligned hypothesis that fails the region test,
+    or -1 (see ``processing.collimator._region_ok``).
+
+    ``pos`` holds the left, right, top and bottom blade positions in ``rot`` (-1: outside
+    the image). Per blade: the median of the band 2..6 pixels inside must exceed the
+    median of the band 2..6 pixels outside by ``min_step`` (when both hold 8 samples),
+    and the 95th percentile of everything outside beyond 2 pixels must stay
+    ``min_peak_gap`` below that of the field (sampled every second pixel).
+    """
+    H, W = rot.shape
+    xl, xr, yt, yb = pos[0], pos[1], pos[2], pos[3]
+    ya = yt if yt >= 0 else 0
+    yz = min(yb + 1 if yb >= 0 else H, H)
+    xa = xl if xl >= 0 else 0
+    xz = min(xr + 1 if xr >= 0 else W, W)
+    inside = np.empty(H * W, np.float32)
+    n_in = 0
+    for y in range(ya, yz, 2):
+        for x in range(xa, xz, 2):
+            if valid[y, x] > 0:
+                inside[n_in] = rot[y, x]
+                n_in += 1
+    q_inside = np.nan
+    if n_in >= 8:
+        q_inside = _nearest_rank(inside, n_in, 0.95)
+    far = max(H, W)
+    b1 = np.empty(H * W, np.float32)
+    b2 = np.empty(H * W, np.float32)
+    for k in range(4):
+        p = pos[k]
+        if p < 0:
+            continue
+        n1 = _band(rot, valid, k, p, 2, 6, ya, yz, xa, xz, b1)
+        n2 = _band(rot, valid, k, p, -6, -2, ya, yz, xa, xz, b2)
+        if n1 < 8 or n2 < 8:
+            continue
+        if _nearest_rank(b1, n1, 0.5) - _nearest_rank(b2, n2, 0.5) < min_step:
+            return k
+        n3 = _band(rot, valid, k, p, -far, -2, ya, yz, xa, xz, b1)
+        if n3 < 8 or n_in < 8:
+            continue
+        if not _nearest_rank(b1, n3, 0.95) <= q_inside - min_peak_gap:
+            return k
+    return -1
+
+
 # --------------------------------------------------------------------------------------------
 # Work-resolution kernels
 # --------------------------------------------------------------------------------------------

@@ -87,6 +87,116 @@ def correct_down2_lut(raw, offset, gain, lut, out, g1):  # pragma: no cover - co
             g1[p, j] = np.float32(0.25) * (x0[2 * j] + x0[2 * j + 1] + x1[2 * j] + x1[2 * j + 1])
 
 
+@nb.njit(**_JIT)
+def _correct_row_area(raw, offset, gain, lut, out, xr, acc):  # pragma: no cover - compiled
+    """:func:`_correct_row`, also adding the corrected row to the block accumulator."""
+    w = raw.size
+    for j in range(w):
+        v = (np.float32(raw[j]) - offset[j]) * gain[j] + np.float32(0.5)
+        v = min(max(v, np.float32(0.0)), np.float32(65535.0))
+        q = np.int32(v)
+        out[j] = np.uint16(q)
+        acc[j] += np.float32(q)
+    for j in range(w):
+        xr[j] = lut[out[j]]
+    xr[w] = xr[w - 1]
+
+
+@nb.njit(**_JIT)
+def _area_finish(acc, f, nrows, out_row):  # pragma: no cover - compiled
+    """Block sums of ``acc`` (column sums over ``nrows`` rows) into ``out_row``; resets acc.
+
+    Same arithmetic as ``processing._collimator_kernels.area_downsample``.
+    """
+    w = acc.size
+    wf = w // f
+    inv = np.float32(1.0 / (nrows * f))
+    for j in range(wf):
+        s = np.float32(0.0)
+        b = j * f
+        for c in range(f):
+            s += acc[b + c]
+        out_row[j] = s * inv
+    if wf < out_row.size:
+        s = np.float32(0.0)
+        for c in range(wf * f, w):
+            s += acc[c]
+        out_row[wf] = s / np.float32(nrows * (w - wf * f))
+    for j in range(w):
+        acc[j] = np.float32(0.0)
+
+
+@nb.njit(**_PJIT)
+def correct_down2_area_lut(raw, offset, gain, lut, out, g1, f,
+                           small):  # pragma: no cover - compiled
+    """:func:`correct_down2_lut` plus ``small`` = the ``f`` x ``f`` block mean of ``out``.
+
+    ``small`` has shape ``(ceil(h / f), ceil(w / f))`` (blocks cut by the edge averaged
+    over their valid pixels), as ``processing._collimator_kernels.area_downsample`` of
+    the corrected frame; for ``f <= 15`` every float32 block sum of uint16 values is exact,
+    so both are bit-identical. Chunks of a multiple of ``lcm(2, f)`` rows keep pairs and
+    blocks whole.
+    """
+    h, w = raw.shape
+    ho, wo = g1.shape
+    rows = f if f % 2 == 0 else 2 * f
+    rows *= max(1, CHUNK // rows)  # about CHUNK rows per task: fewer scratch allocations
+    pairs = rows // 2
+    nchunks = (h + rows - 1) // rows
+    for c in nb.prange(nchunks):
+        x0 = np.empty(w + 1, np.float32)
+        x1 = np.empty(w + 1, np.float32)
+        acc = np.zeros(w, np.float32)
+        for p in range(c * pairs, min((c + 1) * pairs, ho)):
+            r0 = 2 * p
+            r1 = min(r0 + 1, h - 1)
+            _correct_row_area(raw[r0], offset[r0], gain[r0], lut, out[r0], x0, acc)
+            if (r0 + 1) % f == 0 or r0 == h - 1:
+                _area_finish(acc, f, r0 - (r0 // f) * f + 1, small[r0 // f])
+            if r1 != r0:
+                _correct_row_area(raw[r1], offset[r1], gain[r1], lut, out[r1], x1, acc)
+                if (r1 + 1) % f == 0 or r1 == h - 1:
+                    _area_finish(acc, f, r1 - (r1 // f) * f + 1, small[r1 // f])
+            else:
+                for j in range(w + 1):
+                    x1[j] = x0[j]
+            for j in range(wo):
+                g1[p, j] = np.float32(0.25) * (x0[2 * j] + x0[2 * j + 1] + x1[2 * j] + x1[2 * j + 1])
+
+
+@nb.njit(**_JIT)
+def _area_block(src, f, bi, bj, small):  # pragma: no cover - compiled
+    h, w = src.shape
+    r0 = bi * f
+    r1 = min(r0 + f, h)
+    c0 = bj * f
+    c1 = min(c0 + f, w)
+    s = np.float32(0.0)
+    for c in range(c0, c1):
+        a = np.float32(0.0)
+        for r in range(r0, r1):
+            a += np.float32(src[r, c])
+        s += a
+    if c1 - c0 == f:
+        small[bi, bj] = s * np.float32(1.0 / ((r1 - r0) * f))
+    else:
+        small[bi, bj] = s / np.float32((r1 - r0) * (c1 - c0))
+
+
+@nb.njit(**_JIT)
+def patch_area(src, f, idx, small):  # pragma: no cover - compiled
+    """Recompute the ``small`` blocks (``f`` x ``f`` block means of ``src``, as in
+    :func:`correct_down2_area_lut`) that contain the flat indices ``idx``."""
+    w = src.shape[1]
+    done = np.zeros(small.shape, np.bool_)
+    for k in range(idx.size):
+        bi = (idx[k] // w) // f
+        bj = (idx[k] % w) // f
+        if not done[bi, bj]:
+            done[bi, bj] = True
+            _area_block(src, f, bi, bj, small)
+
+
 @nb.njit(**_PJIT)
 def copy_down2_lut(raw, lut, out, g1):  # pragma: no cover - compiled
     """out = raw and g1 = down2(lut[raw]) in one pass (frames without calibration)."""
@@ -219,6 +329,77 @@ def hist_f32(img, lo, hi, nbins, step, mask, mscale, gate, gate_max,
             hist[b] += 1
             n += 1
     return n
+
+
+@nb.njit(**_JIT)
+def gather_samples(img, step, mask, mscale, gate, gate_max, out):  # pragma: no cover
+    """The non-NaN samples of img[::step, ::step] (mask/gate as in :func:`hist_f32`) into
+    ``out`` in row order; returns their number (``out`` must hold every sampled pixel)."""
+    h, w = img.shape
+    use_mask = mask.size > 1
+    use_gate = gate.size > 1
+    n = 0
+    for i in range(0, h, step):
+        for j in range(0, w, step):
+            if use_mask and not mask[i * mscale, j * mscale]:
+                continue
+            if use_gate and not gate[i, j] < gate_max:
+                continue
+            v = img[i, j]
+            if v != v:
+                continue
+            out[n] = v
+            n += 1
+    return n
+
+
+@nb.njit(**_JIT)
+def minmax_hist_1d(vals, nbins, hist):  # pragma: no cover - compiled
+    """:func:`minmax_f32` then :func:`hist_f32` (into ``hist``, over the sampled finite
+    range) of the samples ``vals`` (no NaN). Returns (lo, hi, finite count), the range
+    the histogram spans (hi widened when the samples are constant); the histogram is
+    left untouched when there is no finite sample."""
+    lo = np.inf
+    hi = -np.inf
+    n = 0
+    for k in range(vals.size):
+        v = vals[k]
+        if v == np.inf or v == -np.inf:
+            continue
+        if v < lo:
+            lo = v
+        if v > hi:
+            hi = v
+        n += 1
+    if n == 0:
+        return np.float64(lo), np.float64(hi), n
+    flo = np.float64(lo)
+    fhi = np.float64(hi)
+    if fhi <= flo:
+        fhi = flo + max(abs(flo) * 1e-6, 1e-6)
+    # the same float64 arithmetic as hist_f32 with lo/hi passed as Python floats
+    scale = nbins / (fhi - flo)
+    for k in range(vals.size):
+        b = int((vals[k] - flo) * scale)
+        if b < 0:
+            b = 0
+        elif b >= nbins:
+            b = nbins - 1
+        hist[b] += 1
+    return flo, fhi, n
+
+
+@nb.njit(**_JIT)
+def hist_search(hist, target):  # pragma: no cover - compiled
+    """First bin ``b`` whose cumulative count reaches ``target`` (``searchsorted(cumsum(
+    hist), target, "left")``, at most the last bin) and the cumulative count before it."""
+    s = 0
+    for b in range(hist.size):
+        s += hist[b]
+        if s >= target:
+            return b, s - hist[b]
+    b = hist.size - 1
+    return b, s - hist[b]
 
 
 @nb.njit(**_JIT)
@@ -457,6 +638,30 @@ def memory_floor(src, out):  # pragma: no cover - compiled
     for i in nb.prange(h):
         for j in range(w):
             out[i, j] = np.float32(src[i, j])
+
+
+@nb.njit(**_JIT)
+def finite_median(vals):  # pragma: no cover - compiled
+    """``np.median`` of the finite values of a float32 array (``vals`` is reordered);
+    returns (median as float32, number of finite values), NaN when there is none."""
+    m = 0
+    for i in range(vals.size):
+        v = vals[i]
+        if v == v and v != np.inf and v != -np.inf:
+            vals[m] = v
+            m += 1
+    if m == 0:
+        return np.float32(np.nan), 0
+    k = m // 2
+    part = np.partition(vals[:m], k)
+    hi = part[k]
+    if m % 2 == 1:
+        return hi, m
+    lo = part[0]
+    for i in range(1, k):
+        if part[i] > lo:
+            lo = part[i]
+    return (lo + hi) / np.float32(2.0), m
 
 
 @nb.njit(**_JIT)

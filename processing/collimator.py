@@ -61,7 +61,8 @@ import numpy as np
 
 from processing import _collimator_kernels as _k
 
-__all__ = ["CollimationResult", "detect_collimation"]
+__all__ = ["CollimationResult", "detect_collimation", "detect_collimation_on_work",
+           "work_factor", "work_shape"]
 
 _SEARCH_SIZE = 128  # long side (at least) of the image the hypotheses are searched on
 _MIN_SEARCH = 16  # frames smaller than this at search resolution are reported as "none"
@@ -208,12 +209,56 @@ def detect_collimation(
     h_full, w_full = frame.shape
     if out_mask is None:
         out_mask = np.empty((h_full, w_full), dtype=np.bool_)
-    factor = max(1, math.ceil(max(h_full, w_full) / int(work_size)))
-    small = np.empty((-(-h_full // factor), -(-w_full // factor)), dtype=np.float32)
+    factor = work_factor(frame.shape, work_size)
+    small = np.empty(work_shape(frame.shape, factor), dtype=np.float32)
     _k.area_downsample(frame, factor, small)
-    if not np.isfinite(small).all():
+    # a uint16 frame cannot hold NaN or inf
+    if frame.dtype != np.uint16 and not np.isfinite(small).all():
         raise ValueError("frame contains NaN or infinite values")
+    return _detect_on_work(small, factor, out_mask)
 
+
+def work_factor(shape: tuple[int, int], work_size: int = 512) -> int:
+    """Integer area-averaging factor that brings ``shape`` to about ``work_size`` pixels."""
+    return max(1, math.ceil(max(shape[0], shape[1]) / int(work_size)))
+
+
+def work_shape(shape: tuple[int, int], factor: int) -> tuple[int, int]:
+    """Shape of the work image: ``(ceil(h / factor), ceil(w / factor))``."""
+    return (-(-int(shape[0]) // factor), -(-int(shape[1]) // factor))
+
+
+def detect_collimation_on_work(small: np.ndarray, factor: int,
+                               out_mask: np.ndarray) -> CollimationResult:
+    """:func:`detect_collimation` from a precomputed work image.
+
+    Parameters
+    ----------
+    small : numpy.ndarray
+        Finite float32 ``factor`` x ``factor`` block mean of the frame (as computed by
+        :func:`detect_collimation`; the pipeline computes it while correcting), shape
+        ``work_shape(frame.shape, factor)``. It may be overwritten by the next caller
+        once this returns (nothing refers to it afterwards).
+    factor : int
+        The block factor (:func:`work_factor`).
+    out_mask : numpy.ndarray
+        C-contiguous writeable bool array of the frame's shape (the result's mask).
+
+    Returns
+    -------
+    CollimationResult
+        Exactly what :func:`detect_collimation` returns for the frame.
+    """
+    if (not isinstance(small, np.ndarray) or small.dtype != np.float32 or small.ndim != 2
+            or not isinstance(out_mask, np.ndarray) or out_mask.dtype != np.bool_
+            or small.shape != work_shape(out_mask.shape, int(factor))
+            or not out_mask.flags.c_contiguous or not out_mask.flags.writeable):
+        raise ValueError("detect_collimation_on_work: small must be the float32 work image "
+                         "of out_mask's shape at this factor")
+    return _detect_on_work(small, int(factor), out_mask)
+
+
+def _detect_on_work(small: np.ndarray, factor: int, out_mask: np.ndarray) -> CollimationResult:
     search = _Search(small)
     found = search.run()
     if found is None:
@@ -469,8 +514,9 @@ class _Search:
             if score <= 0:
                 return None
             pos = [int(arrs[0][il]), int(arrs[1][ir]), int(arrs[2][it]), int(arrs[3][ib])]
-            bad = _check_blades(rot, valid, pos)
-            if bad is None:
+            bad = int(_k.check_blades(rot, valid, np.array(pos, np.int64), _MIN_STEP,
+                                      _MIN_PEAK_GAP))
+            if bad < 0:
                 break
             cands[bad].remove(pos[bad])
         else:
@@ -498,47 +544,18 @@ class _Search:
             self.scale, self.floor, self.tau, 0.5 * _MIN_STEP,
         )
 
-    def _blade_points(self, theta: float, bounds, k: int):
-        """Sub-pixel edge points along blade ``k`` (0 left, 1 right, 2 top, 3 bottom)."""
-        c, s = math.cos(theta), math.sin(theta)
-        n = np.array([c, s])
-        npp = np.array([-s, c])
-        u0, u1, v0, v1 = bounds
-        h, w = self.lin.shape
-        ext = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], float)
-        if k < 2:
-            along, normal, lo, hi = npp, n, v0, v1
-        else:
-            along, normal, lo, hi = n, npp, u0, u1
-        inward = 1.0 if k in (0, 2) else -1.0
-        proj = ext @ along
-        lo = max(lo, proj.min()) + 2.0
-        hi = min(hi, proj.max()) - 2.0
-        if hi - lo < 4:
-            return np.empty((0, 2))
-        t = np.arange(lo, hi, 1.0)
-        base = bounds[k] * normal[None, :] + t[:, None] * along[None, :]
-        inside = (
-            (base[:, 0] >= 1) & (base[:, 0] <= w - 2) & (base[:, 1] >= 1) & (base[:, 1] <= h - 2)
-        )
-        base = base[inside]
-        if len(base) < 4:
-            return np.empty((0, 2))
-        nx = np.full(len(base), inward * normal[0])
-        ny = np.full(len(base), inward * normal[1])
-        off, ok = self._edge_offsets(base[:, 0], base[:, 1], nx, ny)
-        pts = base + (inward * off)[:, None] * normal[None, :]
-        return pts[ok]
-
     def _blade_groups(self, theta: float, bounds):
+        """Sub-pixel edge points of every blade inside the image (one kernel call):
+        ``[(blade, points)]``, top/bottom points rotated to share the normal."""
+        px, py, blade = _k.blade_points(
+            self.lin, math.cos(theta), math.sin(theta), np.asarray(bounds, np.float64),
+            self.scale, self.floor, self.tau, 0.5 * _MIN_STEP,
+        )
         groups = []
         for k in range(4):
             if math.isfinite(bounds[k]):
-                p = self._blade_points(theta, bounds, k)
-                if k >= 2 and len(p):
-                    # n . (y, -x) = n_perp . (x, y): one common normal for all blades
-                    p = np.stack([p[:, 1], -p[:, 0]], axis=1)
-                groups.append((k, p))
+                sel = blade == k
+                groups.append((k, np.stack([px[sel], py[sel]], axis=1)))
         return groups
 
     def _refine_rect(self, found: _Found) -> _Found:
@@ -690,40 +707,6 @@ def _region_ok(inner: np.ndarray, outer_near: np.ndarray, inside: np.ndarray,
     if outside.size < 8 or inside.size < 8:
         return True
     return _quantile(outside, 0.95) <= _quantile(inside, 0.95) - _MIN_PEAK_GAP
-
-
-def _check_blades(rot: np.ndarray, valid: np.ndarray, pos: list[int]) -> int | None:
-    """Index of the first blade of an axis-aligned hypothesis that fails the region test."""
-    H, W = rot.shape
-    xl, xr, yt, yb = pos
-    ya = yt if yt >= 0 else 0
-    yz = yb + 1 if yb >= 0 else H
-    xa = xl if xl >= 0 else 0
-    xz = xr + 1 if xr >= 0 else W
-    vv = valid[ya:yz:2, xa:xz:2] > 0
-    inside = rot[ya:yz:2, xa:xz:2][vv]
-
-    def region(k: int, p: int, d0: int, d1: int) -> np.ndarray:
-        sign = 1 if k in (0, 2) else -1
-        lo, hi = sorted((p + sign * d0, p + sign * d1))
-        step = 1 if abs(d1 - d0) < 16 else 2
-        if k < 2:
-            lo, hi = max(lo, 0), min(hi, W - 1)
-            r, v = rot[ya:yz:step, lo:hi + 1:step], valid[ya:yz:step, lo:hi + 1:step]
-        else:
-            lo, hi = max(lo, 0), min(hi, H - 1)
-            r, v = rot[lo:hi + 1:step, xa:xz:step], valid[lo:hi + 1:step, xa:xz:step]
-        return r[v > 0]
-
-    for k in range(4):
-        p = pos[k]
-        if p < 0:
-            continue
-        far = max(H, W)
-        if not _region_ok(region(k, p, 2, 6), region(k, p, -6, -2), inside,
-                          region(k, p, -far, -2)):
-            return k
-    return None
 
 
 def _fit_circle(ex: np.ndarray, ey: np.ndarray):

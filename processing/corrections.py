@@ -15,7 +15,7 @@ import numpy as np
 from processing import _kernels as K
 from processing.calibration import CalibrationMaps
 
-__all__ = ["DEFECT_RADIUS", "DefectPlan", "check_raw", "correct", "correct_reduce"]
+__all__ = ["DEFECT_RADIUS", "MAX_AREA_FACTOR", "DefectPlan", "check_raw", "correct", "correct_reduce"]
 
 #: How far (pixels) the defect interpolation looks for a good neighbour.
 DEFECT_RADIUS = 16
@@ -116,14 +116,25 @@ def correct(raw: np.ndarray, maps: CalibrationMaps | None, *, out: np.ndarray | 
     return out
 
 
+#: Largest block factor for which the fused block mean is exact (float32 sums of uint16).
+MAX_AREA_FACTOR = 15
+
+
 def correct_reduce(raw: np.ndarray, maps: CalibrationMaps | None, out: np.ndarray,
-                   plan: DefectPlan | None, lut: np.ndarray, g1: np.ndarray) -> np.ndarray:
+                   plan: DefectPlan | None, lut: np.ndarray, g1: np.ndarray, *,
+                   area: tuple[int, np.ndarray] | None = None) -> np.ndarray:
     """:func:`correct` fused with the first pyramid reduction ``g1 = down2(lut[out])``.
 
     The corrected frame is written to ``out`` and, while its rows are in cache, reduced
     through ``lut`` (65536-entry float32 table) into ``g1`` (shape
     ``((h + 1) // 2, (w + 1) // 2)``); the ``g1`` pixels over defects are recomputed
     after the defect interpolation. Same validation as :func:`correct`.
+
+    ``area = (f, small)`` (calibrated frames only, ``1 <= f <= MAX_AREA_FACTOR``) also
+    writes the ``f`` x ``f`` block mean of the corrected frame into the float32 array
+    ``small`` of shape ``(ceil(h / f), ceil(w / f))`` in the same pass, identical to
+    :func:`processing._collimator_kernels.area_downsample` of ``out`` (the collimator's
+    work image).
     """
     raw = check_raw(raw)
     if (out.shape != raw.shape or out.dtype != np.uint16 or not out.flags.c_contiguous
@@ -141,10 +152,23 @@ def correct_reduce(raw: np.ndarray, maps: CalibrationMaps | None, out: np.ndarra
         raise TypeError(f"maps must be CalibrationMaps, got {type(maps).__name__}")
     if maps.shape != raw.shape:
         raise ValueError(f"calibration maps {maps.shape} do not match the frame {raw.shape}")
-    K.correct_down2_lut(raw, maps.offset, maps.gain, lut, out, g1)
+    if area is None:
+        K.correct_down2_lut(raw, maps.offset, maps.gain, lut, out, g1)
+    else:
+        f, small = int(area[0]), area[1]
+        h, w = raw.shape
+        if not 1 <= f <= MAX_AREA_FACTOR:
+            raise ValueError(f"correct_reduce: area factor must be in 1..{MAX_AREA_FACTOR}")
+        if (small.shape != (-(-h // f), -(-w // f)) or small.dtype != np.float32
+                or not small.flags.c_contiguous):
+            raise ValueError("correct_reduce: small must be C-contiguous float32 of shape "
+                             "(ceil(h / f), ceil(w / f))")
+        K.correct_down2_area_lut(raw, maps.offset, maps.gain, lut, out, g1, f, small)
     if plan is None:
         plan = DefectPlan(maps.defect)
     plan.apply(out)
     if len(plan):
         K.patch_down2_lut(out, lut, plan.idx, g1)
+        if area is not None:
+            K.patch_area(out, int(area[0]), plan.idx, area[1])
     return out

@@ -153,8 +153,9 @@ class Pyramid:
             n = K.abs_detail_samples_lut(src, lut, self.g[0], step, m, 1, self._samples)
         if n == 0:
             return 0.0
-        s = self._samples[:n]
-        return float(1.4826 * np.median(s[np.isfinite(s)])) if n else 0.0
+        med, m = K.finite_median(self._samples[:n])
+        # float32 arithmetic, as for the numpy median of float32 samples
+        return float(1.4826 * np.float32(med)) if m else 0.0
 
     def collapse(self, profile: Profile, noise_sigma: float,
                  mask: np.ndarray | None = None) -> None:

@@ -39,8 +39,14 @@ import numba
 import numpy as np
 
 from processing.calibration import CalibrationMaps
-from processing.collimator import CollimationResult, detect_collimation
-from processing.corrections import DefectPlan, check_raw, correct_reduce
+from processing.collimator import (
+    CollimationResult,
+    detect_collimation,
+    detect_collimation_on_work,
+    work_factor,
+    work_shape,
+)
+from processing.corrections import MAX_AREA_FACTOR, DefectPlan, check_raw, correct_reduce
 from processing.enhance import Pyramid, log_lut, transfer_params
 from processing.output import Presentation, check_orientation, orient, oriented_shape, present
 from processing.profiles import Profile, get_profile
@@ -137,6 +143,22 @@ class _Workspace:
         self.oimg: dict[tuple[int, int], np.ndarray] = {}
         self.oprev: dict[tuple[int, int], np.ndarray] = {}
         self.pool = _ResultPool()
+        self.small: np.ndarray | None = None
+
+    def work_image(self, factor: int, scratch: np.ndarray) -> np.ndarray:
+        """The collimator's float32 work image for ``factor``.
+
+        It lives in ``scratch`` (the preview buffer, written only by the output stage,
+        after the collimator is done with the work image) when that is large enough,
+        which spares its memory; otherwise in a buffer of the workspace.
+        """
+        shape = work_shape(self.shape, factor)
+        n = shape[0] * shape[1]
+        if scratch.flags.c_contiguous and scratch.nbytes >= 4 * n:
+            return scratch.reshape(-1)[: 4 * n].view(np.float32).reshape(shape)
+        if self.small is None or self.small.shape != shape:
+            self.small = np.empty(shape, np.float32)
+        return self.small
 
     def oriented(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         if shape not in self.oimg:
@@ -147,6 +169,8 @@ class _Workspace:
     def nbytes(self) -> int:
         arrays = [self.mask, self.img, self.prev, *self.pyr.g, *self.pyr.c,
                   *self.oimg.values(), *self.oprev.values()]
+        if self.small is not None:
+            arrays.append(self.small)
         return int(sum(a.nbytes for a in arrays)) + self.pool.nbytes()
 
 
@@ -301,12 +325,19 @@ class Pipeline:
             prev = ws.pool.take(raw.shape, np.uint8)
         plan = self._defect_plan(maps) if maps is not None else None
         pyr = ws.pyr
-        # corrections fused with the first pyramid reduction (level 1, log domain)
-        correct_reduce(raw, maps, work, plan, self._lut, pyr.g[0])
-        lap("corrections")
-
-        coll = detect_collimation(
-            work, out_mask=ws.mask if reuse_output else ws.pool.take(raw.shape, np.bool_))
+        cmask = ws.mask if reuse_output else ws.pool.take(raw.shape, np.bool_)
+        factor = work_factor(raw.shape)
+        if maps is not None and factor <= MAX_AREA_FACTOR:
+            # corrections fused with the first pyramid reduction (level 1, log domain) and
+            # with the collimator's work image (block mean), in one pass over the frame
+            small = ws.work_image(factor, prev)
+            correct_reduce(raw, maps, work, plan, self._lut, pyr.g[0], area=(factor, small))
+            lap("corrections")
+            coll = detect_collimation_on_work(small, factor, cmask)
+        else:
+            correct_reduce(raw, maps, work, plan, self._lut, pyr.g[0])
+            lap("corrections")
+            coll = detect_collimation(work, out_mask=cmask)
         field_mask = coll.mask if coll.kind != "none" and coll.mask.any() else None
         lap("collimation")
 

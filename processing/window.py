@@ -107,29 +107,29 @@ def _check_mask(mask: np.ndarray | None, shape: tuple[int, int], what: str
 
 def _percentile(hist: np.ndarray, lo: float, hi: float, q: float) -> float:
     """Percentile ``q`` (0-100) of a histogram over [lo, hi), linear within the bin."""
-    cum = np.cumsum(hist)
-    n = cum[-1]
+    n = int(hist.sum())
     if n <= 0:
         return float("nan")
     target = q / 100.0 * n
-    b = int(np.searchsorted(cum, target, side="left"))
-    b = min(b, hist.size - 1)
-    before = cum[b - 1] if b > 0 else 0
+    b, before = K.hist_search(hist, float(target))
+    b = int(b)
     frac = (target - before) / hist[b] if hist[b] > 0 else 0.5
     width = (hi - lo) / hist.size
     return float(lo + (b + min(max(frac, 0.0), 1.0)) * width)
 
 
 def _hist(img, step, mask, ms, gate, gmax, nbins):
-    vmin, vmax, n = K.minmax_f32(img, step, mask, ms, gate, gmax)
+    """Histogram of the samples between their finite min and max (one strided pass:
+    the samples are gathered, then ranged and binned contiguously)."""
+    h, w = img.shape
+    vals = np.empty(-(-h // step) * -(-w // step),
+                    np.float64 if img.dtype == np.float64 else np.float32)
+    m = K.gather_samples(img, step, mask, ms, gate, gmax, vals)
+    hist = np.zeros(nbins, np.int64)
+    vmin, vmax, n = K.minmax_hist_1d(vals[:m], nbins, hist)
     if n == 0:
         return None
-    vmin, vmax = float(vmin), float(vmax)
-    if vmax <= vmin:
-        vmax = vmin + max(abs(vmin) * 1e-6, 1e-6)
-    hist = np.zeros(nbins, np.int64)
-    K.hist_f32(img, vmin, vmax, nbins, step, mask, ms, gate, gmax, hist)
-    return hist, vmin, vmax, n
+    return hist, float(vmin), float(vmax), n
 
 
 def auto_window(image: np.ndarray, field_mask: np.ndarray | None = None, *,

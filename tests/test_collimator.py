@@ -478,3 +478,126 @@ def test_field_mask_helper_matches_kernel_convention():
     K.fill_rect_mask(out, c, s, u0 - 10.5, u0 + 10.5, v0 - 6.5, v0 + 6.5)
     assert (out != truth).sum() <= 2  # rounding at exact boundaries only
     assert C._clip_polygon(np.array([[-1, -1], [5, -1], [5, 5], [-1, 5.0]]), 0, 0, 3, 3).shape[1] == 2
+
+
+def ref_blade_points(lin, theta, bounds, k, scale, floor, tau, min_step):
+    """NumPy reference of the blade-point sampling (one blade), profiles by the kernel."""
+    c, s = math.cos(theta), math.sin(theta)
+    n = np.array([c, s])
+    npp = np.array([-s, c])
+    u0, u1, v0, v1 = bounds
+    h, w = lin.shape
+    ext = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], float)
+    if k < 2:
+        along, normal, lo, hi = npp, n, v0, v1
+    else:
+        along, normal, lo, hi = n, npp, u0, u1
+    inward = 1.0 if k in (0, 2) else -1.0
+    proj = ext @ along
+    lo = max(lo, proj.min()) + 2.0
+    hi = min(hi, proj.max()) - 2.0
+    if hi - lo < 4:
+        return np.empty((0, 2))
+    t = lo + np.arange(int(math.ceil(hi - lo)), dtype=float)
+    base = bounds[k] * normal[None, :] + t[:, None] * along[None, :]
+    inside = ((base[:, 0] >= 1) & (base[:, 0] <= w - 2) & (base[:, 1] >= 1)
+              & (base[:, 1] <= h - 2))
+    base = base[inside]
+    if len(base) < 4:
+        return np.empty((0, 2))
+    nx = np.full(len(base), inward * normal[0])
+    ny = np.full(len(base), inward * normal[1])
+    off, ok = K.profile_edges(lin, base[:, 0].copy(), base[:, 1].copy(), nx, ny, scale,
+                              floor, tau, min_step)
+    pts = (base + (inward * off)[:, None] * normal[None, :])[ok]
+    if k >= 2:
+        pts = np.stack([pts[:, 1], -pts[:, 0]], axis=1)
+    return pts
+
+
+@pytest.mark.parametrize("theta_deg", [0.0, 4.0, -11.0])
+@pytest.mark.parametrize("bounds", [(60.0, 200.0, 50.0, 170.0),
+                                    (-math.inf, 180.0, 30.0, math.inf),
+                                    (20.0, 21.5, 40.0, 300.0)])
+def test_blade_points_kernel_matches_reference(theta_deg, bounds):
+    rng = np.random.default_rng(2)
+    h, w = 220, 256
+    theta = math.radians(theta_deg)
+    c, s = math.cos(theta), math.sin(theta)
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    u, v = c * xx + s * yy, -s * xx + c * yy
+    inside = (u >= bounds[0]) & (u <= bounds[1]) & (v >= bounds[2]) & (v <= bounds[3])
+    lin = (np.where(inside, 1000.0, 150.0) + rng.normal(0, 10, (h, w))).astype(np.float32)
+    lin = cv2.GaussianBlur(lin, (5, 5), 1.0)
+    args = (1000.0, 10.0, 0.01, 0.075)
+    px, py, blade = K.blade_points(lin, c, s, np.array(bounds), *args)
+    total = 0
+    for k in range(4):
+        sel = blade == k
+        if not math.isfinite(bounds[k]):
+            assert not sel.any()
+            continue
+        ref = ref_blade_points(lin, theta, bounds, k, *args)
+        got = np.stack([px[sel], py[sel]], axis=1)
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
+        total += len(ref)
+    assert total == len(px)
+    assert total > 100  # the wide field really has blades to sample
+
+
+def ref_check_blades(rot, valid, pos):
+    """NumPy reference of the per-blade region test (blade positions >= 2)."""
+    H, W = rot.shape
+    xl, xr, yt, yb = pos
+    ya = yt if yt >= 0 else 0
+    yz = yb + 1 if yb >= 0 else H
+    xa = xl if xl >= 0 else 0
+    xz = xr + 1 if xr >= 0 else W
+    inside = rot[ya:yz:2, xa:xz:2][valid[ya:yz:2, xa:xz:2] > 0]
+
+    def region(k, p, d0, d1):
+        sign = 1 if k in (0, 2) else -1
+        lo, hi = sorted((p + sign * d0, p + sign * d1))
+        step = 1 if abs(d1 - d0) < 16 else 2
+        if k < 2:
+            lo, hi = max(lo, 0), min(hi, W - 1)
+            r, v = rot[ya:yz:step, lo:hi + 1:step], valid[ya:yz:step, lo:hi + 1:step]
+        else:
+            lo, hi = max(lo, 0), min(hi, H - 1)
+            r, v = rot[lo:hi + 1:step, xa:xz:step], valid[lo:hi + 1:step, xa:xz:step]
+        return r[v > 0]
+
+    for k in range(4):
+        p = pos[k]
+        if p < 0:
+            continue
+        far = max(H, W)
+        if not C._region_ok(region(k, p, 2, 6), region(k, p, -6, -2), inside,
+                            region(k, p, -far, -2)):
+            return k
+    return -1
+
+
+def test_check_blades_kernel_matches_reference():
+    rng = np.random.default_rng(6)
+    H, W = 90, 120
+    yy, xx = np.mgrid[0:H, 0:W]
+    valid = ((xx > 3) & (xx < W - 4) & (yy > 2) & (yy < H - 3)).astype(np.uint8)
+    field = (xx >= 30) & (xx <= 95) & (yy >= 20) & (yy <= 70)
+    cases = 0
+    outcomes = set()
+    for trial in range(60):
+        contrast = rng.choice([0.05, 0.4, 1.5])
+        rot = np.where(field, 0.0, -contrast) + rng.normal(0, 0.05, (H, W))
+        if trial % 3 == 0:  # bright structure in the shutter: the peak test fails
+            rot[5:15, 100:110] = 0.8
+        rot = rot.astype(np.float32)
+        pos = [int(rng.choice([-1, 30, 28, 33])), int(rng.choice([-1, 95, 99])),
+               int(rng.choice([-1, 20, 17])), int(rng.choice([-1, 70, 66, 2]))]
+        got = int(K.check_blades(rot, valid, np.array(pos, np.int64), C._MIN_STEP,
+                                 C._MIN_PEAK_GAP))
+        assert got == ref_check_blades(rot, valid, pos), (trial, pos)
+        outcomes.add(got)
+        cases += 1
+    assert cases == 60 and len(outcomes) >= 3  # passes and failures of several blades

@@ -157,3 +157,40 @@ def test_correct_reduce_matches_correct_then_down2(with_maps):
     g1_ref = np.empty_like(g1)
     K.down2_lut(ref, lut, g1_ref)
     np.testing.assert_allclose(g1, g1_ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("f", [1, 2, 3, 6, 9, 15])
+@pytest.mark.parametrize("shape", [(97, 131), (96, 130), (45, 200)])
+def test_correct_reduce_area_matches_correct_then_block_mean(f, shape):
+    from processing import _kernels as K
+    from processing.collimator import work_shape
+    from processing.corrections import correct_reduce
+    from processing.enhance import log_lut
+    from tests.test_collimator import ref_area_downsample
+
+    rng = np.random.default_rng(5)
+    h, w = shape
+    maps = _maps(h, w)
+    raw = rng.integers(0, 65535, (h, w)).astype(np.uint16)
+    raw[3, :] = 65535  # saturated row: block sums stay exact in float32
+    lut = log_lut()
+    out = np.empty((h, w), np.uint16)
+    g1 = np.empty(((h + 1) // 2, (w + 1) // 2), np.float32)
+    small = np.full(work_shape((h, w), f), np.nan, np.float32)
+    correct_reduce(raw, maps, out, None, lut, g1, area=(f, small))
+    ref = correct(raw, maps)
+    np.testing.assert_array_equal(out, ref)
+    g1_ref = np.empty_like(g1)
+    K.down2_lut(ref, lut, g1_ref)
+    np.testing.assert_allclose(g1, g1_ref, rtol=1e-6)
+    np.testing.assert_allclose(small, ref_area_downsample(ref, f), rtol=1e-6)
+    # bit-identical to the collimator's own downsampling of the corrected frame (block
+    # sums of uint16 values below 2**24 are exact in float32)
+    from processing import _collimator_kernels as CK
+    small_ref = np.empty_like(small)
+    CK.area_downsample(ref, f, small_ref)
+    np.testing.assert_array_equal(small, small_ref)
+    with pytest.raises(ValueError):
+        correct_reduce(raw, maps, out, None, lut, g1, area=(f, small[:-1]))
+    with pytest.raises(ValueError):
+        correct_reduce(raw, maps, out, None, lut, g1, area=(16, small))

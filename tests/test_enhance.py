@@ -202,3 +202,21 @@ def test_profiles_and_catalog_ids():
         get_profile("thoraxx")
     with pytest.raises(ValueError):
         get_profile("chest").with_(latitude=0.0)
+
+
+def test_finite_median_matches_numpy_median():
+    from processing import _kernels as K
+
+    rng = np.random.default_rng(9)
+    for n in (1, 2, 3, 10, 11, 2000, 2001):
+        v = np.abs(rng.normal(0, 0.02, n)).astype(np.float32)
+        if n > 5:
+            v[::7] = np.nan
+            v[3] = np.inf
+        ref = np.median(v[np.isfinite(v)])
+        med, m = K.finite_median(v.copy())
+        assert m == int(np.isfinite(v).sum())
+        assert np.float32(med) == ref
+        assert float(1.4826 * np.float32(med)) == float(1.4826 * ref)
+    med, m = K.finite_median(np.full(4, np.nan, np.float32))
+    assert m == 0

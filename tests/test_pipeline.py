@@ -224,3 +224,16 @@ def test_defect_plan_follows_the_defect_map(sim):
     r = p.run(raw, other, counts_per_ugy=cal, reuse_output=False)
     assert p._plan is not plan and len(p._plan) == int(defect.sum())
     assert r.image.shape == raw.shape
+
+
+def test_fused_work_image_gives_the_standalone_collimation(sim, pipe):
+    from processing.collimator import detect_collimation
+
+    _, maps, cal, _, frames = sim
+    raw = frames[1][0]
+    r = pipe.run(raw, maps, counts_per_ugy=cal)
+    ref = detect_collimation(correct(raw, maps))
+    assert r.collimation.kind == ref.kind
+    np.testing.assert_array_equal(r.collimation.corners, ref.corners)
+    assert r.collimation.confidence == ref.confidence
+    np.testing.assert_array_equal(r.collimation.mask, ref.mask)

@@ -200,3 +200,49 @@ def test_voi_lut_is_the_dicom_linear_function():
     assert lo < c < hi
     with pytest.raises(ValueError):
         voi_lut(float("nan"), 10.0, 256)
+
+
+def test_hist_search_matches_numpy_searchsorted():
+    from processing import _kernels as K
+
+    rng = np.random.default_rng(3)
+    for hist in (rng.integers(0, 5, 4096), np.zeros(16, np.int64),
+                 np.r_[np.zeros(100, np.int64), 7, np.zeros(50, np.int64)]):
+        hist = hist.astype(np.int64)
+        cum = np.cumsum(hist)
+        n = int(cum[-1])
+        for target in (0.0, 0.5, 1.0, 0.005 * n, 0.5 * n, 0.995 * n, float(n), n + 1.0):
+            b, before = K.hist_search(hist, target)
+            b_ref = min(int(np.searchsorted(cum, target, side="left")), hist.size - 1)
+            assert b == b_ref
+            assert before == (cum[b_ref - 1] if b_ref > 0 else 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+def test_gathered_histogram_matches_minmax_then_hist(dtype):
+    from processing import _kernels as K
+    from processing.window import _hist
+
+    rng = np.random.default_rng(8)
+    img = (rng.random((97, 131)) * 3000).astype(dtype)
+    if dtype != np.uint16:
+        img[5, ::3] = np.nan
+        img[7, 4] = np.inf
+    mask = np.zeros((194, 262), np.uint8)
+    mask[20:150, 30:200] = 1
+    gate = rng.random((97, 131)).astype(np.float32)
+    dummy_m, dummy_g = np.zeros((1, 1), np.uint8), np.zeros((1, 1), np.float32)
+    for m, ms, g, gmax in ((dummy_m, 1, dummy_g, 0.0), (mask, 2, gate, 0.7),
+                           (mask, 2, dummy_g, 0.0)):
+        for step in (1, 2, 3):
+            got = _hist(img, step, m, ms, g, gmax, 512)
+            vmin, vmax, n = K.minmax_f32(img, step, m, ms, g, gmax)
+            vmin, vmax = float(vmin), float(vmax)
+            ref = np.zeros(512, np.int64)
+            K.hist_f32(img, vmin, vmax, 512, step, m, ms, g, gmax, ref)
+            assert got[1:] == (vmin, vmax, n)
+            np.testing.assert_array_equal(got[0], ref)
+    # constant samples: the range is widened, as before
+    const = np.full((20, 20), 5.0, dtype)
+    hist, lo, hi, n = _hist(const, 1, dummy_m, 1, dummy_g, 0.0, 64)
+    assert lo == 5.0 and hi > lo and n == 400 and hist.sum() == 400
