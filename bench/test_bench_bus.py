@@ -21,7 +21,7 @@ from dios.messages import Request
 
 @pytest.fixture(scope="module")
 def engine():
-    eng = build_simulated_engine(clock_scale=100.0, panel="FLUORO_1024")
+    eng = build_simulated_engine(clock_scale=1.0, panel="FLUORO_1024")  # real time
     with eng:
         yield eng
 
