@@ -38,7 +38,7 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], *, mode: int = 0o644) -> Iterator[BinaryIO]:
+def atomic_open(path: str | os.PathLike[str], *, mode: int = 0o600) -> Iterator[BinaryIO]:
     """Open a binary file for writing that appears at ``path`` only when complete.
 
     Parameters
@@ -46,7 +46,8 @@ def atomic_open(path: str | os.PathLike[str], *, mode: int = 0o644) -> Iterator[
     path : str or os.PathLike
         Destination. Its directory must exist. An existing file is replaced atomically.
     mode : int
-        Permission bits of the new file, set with ``chmod`` (the umask does not apply).
+        Permission bits of the new file, set with ``chmod`` (the umask does not apply);
+        owner-only by default, since most files the engine writes hold patient data.
 
     Yields
     ------
@@ -87,7 +88,7 @@ def atomic_open(path: str | os.PathLike[str], *, mode: int = 0o644) -> Iterator[
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | memoryview,
-                       *, mode: int = 0o644) -> None:
+                       *, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_open`).
 
     Parameters
@@ -106,7 +107,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | m
 
 
 def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[BinaryIO], object],
-                      *, mode: int = 0o644) -> None:
+                      *, mode: int = 0o600) -> None:
     """Let ``writer(fileobj)`` produce the content of ``path``, atomically.
 
     Parameters

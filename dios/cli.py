@@ -117,7 +117,8 @@ def cmd_acquire(args: argparse.Namespace) -> int:
                   f"panel={cfg.devices.panel}; store {cfg.database}")
     engine = build_engine(cfg)
     with engine:
-        services = build_services(cfg, engine)
+        # no start-up recovery here: a server may be running on the same data directory
+        services = build_services(cfg, engine, recover=False)
         try:
             view = services.catalog.view_processing(args.view)
             _calibrate_if_needed(engine, say, args.cal_frames)
@@ -136,10 +137,11 @@ def cmd_acquire(args: argparse.Namespace) -> int:
             finally:
                 sub.close()
             outcome = services.task.last_outcome
+            dicom_path = services.task.image_path(sop)
         finally:
             services.task.close()
     assert outcome is not None
-    outcome.dicom_path = Path(image.get("image_file_path") or outcome.dicom_path or "")
+    outcome.dicom_path = dicom_path
     info = summary(outcome)
     info["study"] = {"study_id": study["study_id"], "sop_instance_uid": sop,
                      "expose_status": image.get("expose_status"),

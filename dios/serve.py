@@ -4,7 +4,9 @@ Starts the engine (simulators unless configured), calibrates the detector's sele
 mode when no calibration is stored, opens the database (SQLite in the data directory
 unless ``[database] url`` names PostgreSQL), builds the services, and serves the HTTP
 JSON API (with the WebSocket event stream) on uvicorn and MessagePack-RPC on TCP; both
-bind to 127.0.0.1 unless configured. SIGTERM or SIGINT stop it gracefully: listeners
+bind to 127.0.0.1 unless configured. At start the data directory tree is made private
+(0700, the database 0600) and what a killed server left half done is reconciled
+(:meth:`dios.study.service.StudyService.recover`). SIGTERM or SIGINT stop it gracefully: listeners
 stop accepting, running requests finish, the engine and database close.
 
 :class:`Console` does the same inside a process (tests, embedding):
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -57,9 +60,28 @@ def calibrate_if_needed(engine: Any, frames: int = 4, timeout: float = 600.0) ->
             raise DiosError(NOT_CALIBRATED, f"{cmd} failed; the detector is in error")
 
 
+#: The data directory's subdirectories (all private to the server's user).
+DATA_SUBDIRS = ("images", "calibration", "previews", "logs")
+
+
+def secure_data_dir(config: Config) -> None:
+    """Create the data directory tree readable by the server's user only (0700): the
+    database, images and previews below it are patient data."""
+    from dios.store.files import make_private
+
+    config.ensure_dirs()
+    make_private(config.data_dir, DATA_SUBDIRS)
+
+
 def build_services(config: Config, engine: Any, db: Any = None, *,
-                   auth_options: dict[str, Any] | None = None) -> Any:
-    """The services of one console on ``engine`` and ``db``."""
+                   auth_options: dict[str, Any] | None = None, recover: bool = True) -> Any:
+    """The services of one console on ``engine`` and ``db``.
+
+    ``recover`` runs :meth:`~dios.study.service.StudyService.recover` first (images a
+    killed server left ``Exposing`` go back to ``Unexposed``, unreferenced image and
+    preview files are removed): right for the one process that owns the data directory,
+    wrong for a second process started beside a running server.
+    """
     from dios.auth.service import AuthService
     from dios.catalog.service import CatalogService
     from dios.resource.service import ResourceService
@@ -69,13 +91,15 @@ def build_services(config: Config, engine: Any, db: Any = None, *,
     from dios.task.service import TaskService
     from dios.uids import UidFactory
 
-    config.ensure_dirs()
+    secure_data_dir(config)
     if db is None:
         db = open_database(config.database)
     auth = AuthService(db, config.data_dir, **(auth_options or {}))
     catalog = CatalogService(config.data_dir)
     study = StudyService(db, catalog, UidFactory(config.uid_root), product=config.product,
                          data_dir=config.data_dir)
+    if recover:
+        study.recover()
     study.subscribe(study_events_to_hub(engine.hub))
     drivers = engine.drivers_info
     resource = ResourceService(config.data_dir, auth, catalog, product=config.product,
@@ -148,7 +172,7 @@ class Console:
         from dios.store import open_database
 
         cfg = self.config
-        cfg.ensure_dirs()
+        secure_data_dir(cfg)
         if self.engine is None:
             self.engine = build_engine(cfg)
         self.engine.start()
@@ -250,7 +274,12 @@ class Console:
 
 
 def serve(config: Config) -> int:
-    """Run a console in the foreground until SIGTERM or SIGINT."""
+    """Run a console in the foreground until SIGTERM or SIGINT.
+
+    The process creates its files readable by its own user only (umask 077): the data
+    directory holds patient data.
+    """
+    os.umask(0o077)
     console = Console(config, log_level="info")
     try:
         console.build()

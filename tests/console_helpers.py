@@ -22,9 +22,12 @@ PREFIX = "/api/v1"
 
 def start_console(data_dir: Path, *, clock_scale: float = 200.0,
                   panel: str = "FLUORO_1024", calibrate: bool = True,
-                  rpc_options: dict[str, Any] | None = None) -> Console:
-    """Start a console on free ports with a fast simulated clock and a small panel."""
+                  rpc_options: dict[str, Any] | None = None,
+                  database_url: str = "") -> Console:
+    """Start a console on free ports with a fast simulated clock and a small panel
+    (its database: SQLite in ``data_dir`` unless ``database_url`` names another)."""
     cfg = load_config(None, data_dir=data_dir)
+    cfg.database_url = database_url
     cfg.http = ListenerConfig("127.0.0.1", 0)
     cfg.rpc = ListenerConfig("127.0.0.1", 0)
     cfg.devices.clock_scale = clock_scale

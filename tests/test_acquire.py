@@ -77,7 +77,8 @@ def test_image_is_in_the_embedded_store(acquired):
         row = tx.query_one("SELECT * FROM images WHERE sop_instance_id = ?",
                            (info["study"]["sop_instance_uid"],))
     assert row["expose_status"] == "Exposed"
-    assert Path(row["image_file_path"]) == Path(info["dicom"])
+    assert not Path(row["image_file_path"]).is_absolute()  # relative to the data directory
+    assert (data / row["image_file_path"]).resolve() == Path(info["dicom"])
 
 
 def test_second_run_reuses_calibration(acquired):

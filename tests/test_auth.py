@@ -130,6 +130,7 @@ def test_first_start_creates_private_secret_and_admin(env, caplog):
     initial = pw_file.read_text().strip()
     assert len(initial) >= 16 and initial != "123456"
     assert "ONE-TIME PASSWORD" in caplog.text and "INITIAL PASSWORD" in caplog.text
+    assert str(pw_file) in caplog.text and initial not in caplog.text  # the path, never the secret
     reply = svc.login("admin", initial)
     assert list(reply) == ["token", "expire", "uid", "name", "avatar"]
     assert (reply["uid"], reply["name"], reply["avatar"]) == (1, "admin", "")
@@ -261,6 +262,11 @@ def test_guest_token_is_read_only(env):
         else:
             assert _code(require, g, perm) is FORBIDDEN
     assert _code(svc.change_password, g, "a", "b", "b") is FORBIDDEN
+    # the token is handed out without authentication: no patient data
+    assert {p for p, roles in PERMISSIONS.items() if GUEST in roles} == {
+        "resource.read", "catalog.read", "task.read"}
+    for perm in ("study.read", "image.read"):
+        assert _code(require, g, perm) is FORBIDDEN
     assert _code(svc.login, "guest", "anything") is BAD_CREDENTIALS
     assert _code(svc.login, "guest", "!") is BAD_CREDENTIALS
 

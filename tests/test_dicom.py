@@ -465,7 +465,7 @@ def test_atomic_helpers(tmp_path):
         atomic_write_bytes(tmp_path, b"x")
     with pytest.raises(TypeError):
         atomic_write_bytes(target, "text")  # type: ignore[arg-type]
-    assert oct(target.stat().st_mode & 0o777) == oct(0o644)
+    assert oct(target.stat().st_mode & 0o777) == oct(0o600)  # patient data: owner only by default
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 
 from dios.uids import is_valid_uid
 from tests.console_helpers import Api, images_of, login, setup_users, start_console, study_request
@@ -42,6 +44,8 @@ SEED_IMAGE_KEYS = [
     "acquisition_context", "img_proc_context", "expose_status", "judged_status", "send_status",
     "storage_status", "sort", "product", "is_pre_install"]
 #: values of the seed's register example reply that follow from its request
+#: (``reg_source`` is the client's ``Source`` header, Electron here; the seed's example
+#: registered from a client that sent none)
 SEED_REGISTER_VALUES = {
     "@type": "type.googleapis.com/dr.study.Study", "public_study_id": "",
     "specific_character_set": "ISO_IR 192", "accession_number": "ACC0012345",
@@ -49,7 +53,7 @@ SEED_REGISTER_VALUES = {
     "patient_former_name": "Buddy f", "patient_size": "Large", "other_patient_ids": "",
     "other_patient_names": "", "patient_age": "5Y", "patient_dob": "2025-06-10T03:12:36.181739Z",
     "patient_sex": "M", "patient_state": "", "admitting_time": None, "priority": "",
-    "reg_source": "", "study_description": "", "study_end_datetime": None,
+    "reg_source": "Electron", "study_description": "", "study_end_datetime": None,
     "scheduled_procedure_step_start_date": None, "performed_physician": "",
     "study_lock": "Unlocked", "folder_path": "", "operator_name": "OP987", "modality": "DX",
     "weight": 25, "thickness": 15, "length": 60, "patient_type": "Human", "study_type": "Normal",
@@ -270,3 +274,247 @@ clock_scale = 200.0
             proc.wait(10)
     out = proc.stdout.read().decode()
     assert "Traceback" not in out, out
+    assert "initial-admin-password" in out and initial not in out  # the file, never the secret
+
+
+# --- every example reply of the seed against the live reply of the endpoint serving it ------------
+SEED_FILE = Path("/work/shared/seeds/000_bb26117c0de1d69c.txt")
+SEED_MARKERS = ("Example:", "响应数据示例:")
+
+#: Seed example (by the line of its marker) -> the operation serving it and its ``@type``
+#: (``None``: the example carries none). ``request`` marks a request example, ``binary``
+#: a file reply; dios/shim/api.py documents the same table.
+SEED_EXAMPLES: dict[int, tuple[str, str | None]] = {
+    8: ("protocol.patient_types", None),
+    47: ("protocol.body_parts", None),
+    90: ("resource.software_info", None),
+    161: ("resource.roles", None),
+    175: ("resource.view_icon", "binary"),
+    188: ("auth.login", None),
+    213: ("auth.change_password", None),
+    227: ("resource.options", "dr.resource.OptionReply"),
+    265: ("resource.options", "dr.resource.OptionReply"),
+    303: ("protocol.patient_types", None),
+    342: ("protocol.body_parts", None),
+    385: ("protocol.procedures", "dr.protocol.ProcedureList"),
+    488: ("protocol.procedure_views", "dr.protocol.ViewList"),
+    603: ("protocol.views", "dr.protocol.ViewList"),
+    718: ("protocol.view", "dr.protocol.View"),
+    780: ("protocol.apr", "dr.protocol.AprReply"),
+    970: ("protocol.apr", "dr.protocol.AprReply"),
+    1160: ("protocol.apr_device", "dr.protocol.AprDevice"),
+    1191: ("protocol.tech_params", "dr.protocol.TechParam"),
+    1267: ("study.register", "dr.study.Study"),
+    1448: ("study.update", "dr.study.Study"),
+    1606: ("protocol.views", "dr.protocol.ViewList"),
+    1721: ("study.get", "dr.study.StudyReply"),
+    1873: ("study.stat", "dr.study.Stat"),
+    1891: ("study.delete", "request"),
+    1893: ("study.delete", "dr.study.Stat"),
+    1915: ("task.upload_png", "dr.task.DcmPath"),
+    1938: ("study.append_images", "dr.study.CreateImageReply"),
+    2023: ("study.retake", "dr.study.CreateImageReply"),
+    2077: ("study.delete_images", "google.protobuf.Empty"),
+    2094: ("study.lock", "google.protobuf.Empty"),
+    2114: ("task.device_action", "google.protobuf.Empty"),
+    2138: ("task.device_command", "google.protobuf.Empty"),
+    2158: ("task.select_image", "google.protobuf.Empty"),
+    2175: ("task.global_status", "dr.task.TaskGlobalStatus"),
+    2198: ("task.deselect_image", None),
+    2216: ("study.judge", "google.protobuf.Empty"),
+    2237: ("study.set_status", "google.protobuf.Empty"),
+    2254: ("task.image_file", "binary"),
+    2263: ("task.preview", "binary"),
+}
+
+
+#: Keys an example leaves out because their value was the protobuf default (empty
+#: string, false: proto3 JSON omits those); the seed's register example (line 1267) of
+#: the same study shows every one of them, and this engine always sends them.
+PROTO3_OMITTED = {1721: {"chip_number", "is_anaesthesia", "is_sedation",
+                         "patient_english_name", "patient_former_name", "variety"}}
+
+
+def seed_examples() -> dict[int, object]:
+    """Every example of the seed: marker line -> the parsed JSON (``None`` when what
+    follows the marker is not JSON: a file)."""
+    import json
+
+    text = SEED_FILE.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line) + 1)
+    decoder = json.JSONDecoder()
+    out: dict[int, object] = {}
+    for i, line in enumerate(lines):
+        if line.strip() not in SEED_MARKERS:
+            continue
+        rest = text[offsets[i + 1]:] if i + 1 < len(lines) else ""
+        start = len(rest) - len(rest.lstrip())
+        try:
+            out[i + 1], _ = decoder.raw_decode(rest, start)
+        except json.JSONDecodeError:
+            out[i + 1] = None
+    return out
+
+
+def key_shape(value: object) -> object:
+    """The key structure of a JSON value: dicts by their keys (recursively), lists by
+    their first element, scalars as ``None``."""
+    if isinstance(value, dict):
+        return {k: key_shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [key_shape(value[0])] if value else []
+    return None
+
+
+def shape_differences(seed: object, ours: object, where: str = "data") -> list[str]:
+    """Where the key structures differ (empty when they match)."""
+    if isinstance(seed, dict) and isinstance(ours, dict):
+        diff = [f"{where}: missing {sorted(set(seed) - set(ours))}" if set(seed) - set(ours)
+                else "", f"{where}: extra {sorted(set(ours) - set(seed))}"
+                if set(ours) - set(seed) else ""]
+        out = [d for d in diff if d]
+        for k in set(seed) & set(ours):
+            out += shape_differences(seed[k], ours[k], f"{where}.{k}")
+        return out
+    if isinstance(seed, list) and isinstance(ours, list):
+        if seed and ours:
+            return shape_differences(seed[0], ours[0], where + "[0]")
+        return []
+    if isinstance(seed, (dict, list)) != isinstance(ours, (dict, list)) and seed is not None \
+            and ours is not None:
+        return [f"{where}: {type(seed).__name__} in the seed, {type(ours).__name__} here"]
+    return []
+
+
+@pytest.fixture(scope="module")
+def seed_console(tmp_path_factory):
+    c = start_console(tmp_path_factory.mktemp("e2e-seed"))
+    yield c
+    c.stop()
+
+
+def test_seed_example_table_covers_every_example():
+    from dios.shim.api import operations
+
+    examples = seed_examples()
+    assert sorted(examples) == sorted(SEED_EXAMPLES)
+    names = {op.name for op in operations()}
+    for line, (op, kind) in SEED_EXAMPLES.items():
+        assert op in names, (line, op)
+        example = examples[line]
+        if kind == "binary":
+            assert example is None, line
+        elif kind == "request":
+            assert isinstance(example, list), line
+        else:
+            assert example["code"] == "0x000000", line
+            data = example["data"]
+            assert (data.get("@type") if isinstance(data, dict) else None) == (
+                f"type.googleapis.com/{kind}" if kind else None), line
+    # the operation table documents the same mapping
+    import dios.shim.api as api_module
+
+    doc = api_module.__doc__
+    for line, (op, _) in SEED_EXAMPLES.items():
+        assert f"{line}: {op}" in doc, (line, op)
+
+
+def test_every_seed_example_reply_has_the_live_replys_keys(seed_console):
+    apis = setup_users(seed_console)
+    tech, admin = apis["tech"], apis["admin"]
+    admin.ok("POST", "/auth/users", json={"username": "seedpw", "password": "Temp-Pass-123",
+                                          "role": "tech"})
+    pw_user = login(seed_console, "seedpw", "Temp-Pass-123")
+    study = tech.ok("POST", "/study", json=study_request())
+    sops = [im["sop_instance_id"] for im in images_of(study)]
+    sid = study["study_id"]
+    update = {k: v for k, v in study_request().items() if k != "views"}
+    view = "View_DX_T_A_SK_AP_00"
+    apr = "View_DX_T_A_HD_OBL_01"
+    png = (np.arange(32 * 32) % 251).astype(np.uint8).reshape(32, 32)
+    buf = io.BytesIO()
+    Image.fromarray(png).save(buf, format="PNG")
+    gen = "DIOS/DEVICE/Generator"
+    # operation -> the live call (in an order that makes each one succeed)
+    calls = [
+        ("protocol.patient_types", lambda: tech.get("/protocol/patient-types")),
+        ("protocol.body_parts", lambda: tech.get("/protocol/body-parts")),
+        ("resource.software_info", lambda: Api(seed_console).get("/resource/software-info")),
+        ("resource.roles", lambda: tech.get("/resource/roles")),
+        ("resource.view_icon", lambda: tech.get(f"/resource/view-icons/{view}")),
+        ("auth.login", lambda: Api(seed_console).post("/auth/login", json={
+            "username": "tech1", "password": "Str0ng-Passw0rd"})),
+        ("auth.change_password", lambda: pw_user.post("/auth/password", json={
+            "old_password": "Temp-Pass-123", "new_password": "Other-Passw0rd",
+            "confirm_new_password": "Other-Passw0rd"})),
+        ("resource.options", lambda: tech.get("/resource/options/sex")),
+        ("protocol.procedures", lambda: tech.get("/protocol/procedures",
+                                                 params={"body_part_id": "Human_SKULL"})),
+        ("protocol.procedure_views", lambda: tech.get("/protocol/procedures/P0-0002/views")),
+        ("protocol.views", lambda: tech.get("/protocol/views",
+                                            params={"body_part_id": "Human_SKULL"})),
+        ("protocol.view", lambda: tech.get(f"/protocol/views/{view}")),
+        ("protocol.apr", lambda: tech.get(f"/protocol/aprs/{apr}")),
+        ("protocol.apr_device", lambda: tech.get(f"/protocol/aprs/{apr}/device")),
+        ("protocol.tech_params", lambda: tech.get(f"/protocol/views/{view}/tech-params")),
+        ("study.register", lambda: tech.post("/study", json=study_request())),
+        ("study.update", lambda: tech.put(f"/study/{sid}", json=update)),
+        ("study.get", lambda: tech.get(f"/study/{sid}")),
+        ("study.stat", lambda: tech.get(f"/study/{sid}/stat")),
+        ("task.upload_png", lambda: tech.post(
+            "/task/image/upload", files={"data": ("scan.png", buf.getvalue(), "image/png")},
+            data={"instance_uid": sops[0]})),
+        ("study.append_images", lambda: tech.post("/study/images", json={
+            "study_id": sid, "views": [{"view_id": "View_DX_T_A_SK_LAT_00",
+                                        "procedure_id": ""}]})),
+        ("study.retake", lambda: tech.post("/study/images/retake",
+                                           json={"instance_uid": sops[0]})),
+        ("study.delete_images", lambda: apis["mgr"].post("/study/images/delete", json={
+            "study_id": sid, "sop_instance_uids": [sops[2]]})),
+        ("task.device_action", lambda: tech.post("/task/device/action", json={
+            "deviceUri": gen, "reqTransaction": "seed", "reqClientID": "seed"})),
+        ("task.device_command", lambda: tech.post("/task/device/command", json={
+            "deviceUri": gen, "reqName": "IncParam_KV", "reqParam": "1",
+            "reqTransaction": "seed", "reqClientID": "seed"})),
+        ("task.select_image", lambda: tech.post("/task/image/select",
+                                                json={"instance_uid": sops[1]})),
+        ("task.global_status", lambda: tech.get("/task/status")),
+        ("task.deselect_image", lambda: tech.post("/task/image/deselect", json={})),
+        ("study.judge", lambda: tech.post("/study/images/judge",
+                                          json={"instance_uid": sops[0], "accept": False})),
+        ("study.set_status", lambda: tech.post("/study/status", json={
+            "study_id": sid, "study_status": "Completed"})),
+        ("task.image_file", lambda: tech.get(f"/task/image/{sops[0]}/file")),
+        ("task.preview", lambda: tech.get(f"/task/image/{sops[0]}/preview")),
+        ("study.lock", lambda: apis["mgr"].post("/study/lock", json={
+            "study_id": sid, "study_lock": "Locked"})),
+        ("study.delete", lambda: apis["mgr"].post("/study/delete", json=[
+            tech.ok("POST", "/study", json=study_request())["study_id"]])),
+    ]
+    live = {}
+    for name, call in calls:
+        r = call()
+        assert r.status_code == 200, (name, r.status_code, r.text[:300])
+        live[name] = r
+    examples = seed_examples()
+    problems = []
+    for line, (name, kind) in SEED_EXAMPLES.items():
+        r = live[name]
+        if kind == "binary":
+            assert r.headers["content-type"].split(";")[0] in ("image/png", "application/dicom")
+            continue
+        if kind == "request":
+            continue
+        seed, ours = examples[line], r.json()
+        assert set(seed) == set(ours), (line, name)
+        omitted = PROTO3_OMITTED.get(line)
+        if omitted:
+            assert omitted <= set(examples[1267]["data"]) and not omitted & set(seed["data"])
+            seed = {**seed, "data": {**seed["data"], **{k: ours["data"][k] for k in omitted}}}
+        problems += [f"seed line {line} ({name}): {d}"
+                     for d in shape_differences(key_shape(seed["data"]), key_shape(ours["data"]))]
+    assert not problems, "\n".join(problems)
+    pw_user.close()

@@ -94,7 +94,11 @@ def test_sex_options_are_the_seeds(res):
     assert res.options("sex", "en", "VETDROS") == SEED["options"]["data"]
     human = res.options("sex", "en", "DROS")
     assert list(human) == ["@type", "option"]
-    assert human["option"] == SEED["options"]["data"]["option"][:3]
+    assert human["option"] == [*SEED["options"]["data"]["option"][:3],
+                               {"text": "Unknown", "value": "U"}]
+    assert res.options("sex", "zh", "DROS")["option"][3] == {"text": "未知", "value": "U"}
+    # every human sex that validation accepts is offered
+    assert {o["value"] for o in human["option"]} == {"M", "F", "O", "U"} <= set(model.SEXES)
     zh = res.options("sex", "zh", "VETDROS")
     assert [o["value"] for o in zh["option"]] == ["M", "F", "O", "CM", "SF"]
     assert zh["option"][0]["text"] == "男"

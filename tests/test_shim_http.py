@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from dios.auth.roles import PERMISSIONS
+from dios.codes import DiosError
 from dios.shim.api import operations
 from tests.console_helpers import (
     Api,
@@ -176,11 +177,62 @@ def test_every_protected_endpoint_refuses_missing_forged_and_foreign_tokens(cons
 RESTRICTED = [o for o in OPS if o.permission and set(ROLE_ORDER) - PERMISSIONS[o.permission]]
 
 
-def test_read_endpoints_are_open_to_every_role_including_guest(apis):
-    for op in OPS:
-        if op.permission and not set(ROLE_ORDER) - PERMISSIONS[op.permission]:
-            r = _call(apis["guest"], op, {})
-            assert r.json()["code"] != CODES["FORBIDDEN"], op.name
+#: Arguments that make each read endpoint succeed (path fill, query).
+READ_CALLS = {
+    "resource.options": ({"kind": "sex"}, None),
+    "resource.view_icon": ({"name": "View_DX_T_A_SK_AP_00"}, None),
+    "protocol.procedures": ({}, {"body_part_id": "Human_SKULL"}),
+}
+
+
+def _expected_read(console, name: str):
+    """What the service itself answers for the read endpoint ``name`` (DROS, English)."""
+    svc = console.services
+    cat = svc.catalog
+    view = "View_DX_T_A_SK_AP_00"
+    return {
+        "resource.roles": lambda: svc.resource.roles(),
+        "resource.options": lambda: svc.resource.options("sex", "en", "DROS"),
+        "protocol.patient_types": lambda: None,
+        "protocol.body_parts": lambda: None,
+        "protocol.procedures": lambda: cat.procedure_list("Human_SKULL", "DROS", "en"),
+        "protocol.procedure_views": lambda: cat.view_list(procedure_id="P0-0002",
+                                                          product="DROS", language="en"),
+        "protocol.view": lambda: cat.view(view, "DROS", "en"),
+        "protocol.tech_params": lambda: cat.tech_params(view, "Medium", 1, "DROS"),
+        "protocol.apr_device": lambda: cat.apr_device(view, 1, "DROS"),
+    }.get(name, lambda: None)()
+
+
+def test_read_endpoints_are_open_to_every_role_including_guest(console, apis):
+    read_ops = [op for op in OPS
+                if op.permission and not set(ROLE_ORDER) - PERMISSIONS[op.permission]]
+    assert {op.name for op in read_ops} >= {"resource.roles", "resource.options",
+                                            "resource.view_icon", "protocol.view",
+                                            "task.global_status"}
+    for op in read_ops:
+        fill, query = READ_CALLS.get(op.name, ({}, None))
+        replies = {}
+        for role in ROLE_ORDER:
+            r = apis[role].request(op.method, path_of(op, **fill), params=query)
+            assert r.status_code == 200, (op.name, role, r.status_code, r.text[:300])
+            replies[role] = r
+        if op.binary_reply:  # a view icon: the catalog's PNG, for every role
+            png = console.services.catalog.view_icon("View_DX_T_A_SK_AP_00")
+            for role, r in replies.items():
+                assert r.headers["content-type"].startswith("image/png"), role
+                assert r.content == bytes(png) and r.content[:8] == b"\x89PNG\r\n\x1a\n"
+            continue
+        bodies = {role: r.json() for role, r in replies.items()}
+        data = bodies["guest"]["data"]
+        assert bodies["guest"]["code"] == "0x000000" and data, op.name
+        if op.reply:
+            assert data["@type"].endswith("/" + op.reply), (op.name, data.get("@type"))
+        if op.name != "task.global_status":  # the devices' status may move between calls
+            assert all(b["data"] == data for b in bodies.values()), op.name
+        expected = _expected_read(console, op.name)
+        if expected is not None:
+            assert data == expected, op.name
 
 
 @pytest.mark.parametrize("op", RESTRICTED, ids=lambda o: o.name)
@@ -431,7 +483,88 @@ def test_png_upload_becomes_the_images_dicom_file(apis, study):
     assert r.content[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_guest_token_reads_no_patient_data(console, apis, study):
+    guest = apis["guest"]
+    sop = images_of(study)[0]["sop_instance_id"]  # exposed: it has a file and a preview
+    for path in (f"/study/{study['study_id']}", "/study", "/study/stat",
+                 f"/study/{study['study_id']}/stat", f"/task/image/{sop}/file",
+                 f"/task/image/{sop}/preview"):
+        assert_error(guest.get(path), CODES["FORBIDDEN"], 403)
+    assert apis["tech"].get(f"/task/image/{sop}/file").status_code == 200
+    guest.ok("GET", "/task/status")
+    guest.ok("GET", "/protocol/views/View_DX_T_A_SK_AP_00")
+
+
+def test_register_records_the_source_and_the_user(apis):
+    tech = apis["tech"]
+    req = study_request()
+    del req["operator_id"]
+    st = tech.ok("POST", "/study", json=req, headers={"Source": "Electron"})
+    assert st["reg_source"] == "Electron" and st["operator_name"] == "tech1"
+    got = tech.ok("GET", f"/study/{st['study_id']}")
+    assert (got["reg_source"], got["operator_name"]) == ("Electron", "tech1")
+    st = tech.ok("POST", "/study", json=study_request(), headers={"Source": "Android"})
+    assert (st["reg_source"], st["operator_name"]) == ("Android", "OP987")
+
+
+def test_image_paths_are_stored_relative_to_the_data_directory(console, apis, study):
+    image = images_of(study)[0]
+    sop = image["sop_instance_id"]
+    rel = image["image_file_path"]
+    assert rel == f"images/{study['study_instance_uid']}/{sop}.dcm"
+    data_dir = console.config.data_dir.resolve()
+    absolute = console.services.task.image_path(sop)
+    assert absolute.is_absolute() and absolute == data_dir / rel and absolute.is_file()
+    assert console.services.study.image_path(sop) == absolute
+    ctx = console.services.study.image_context(sop)["image"]
+    assert ctx["preview_path"] == f"previews/{sop}.png"
+    unexposed = images_of(study)[1]["sop_instance_id"]
+    with pytest.raises(DiosError) as e:
+        console.services.study.image_path(unexposed)
+    assert e.value.code.name == "INVALID_TRANSITION"
+
+
+def test_patient_data_is_readable_by_the_owner_only(console, study):
+    import os
+    import stat
+
+    def mode(p) -> int:
+        return stat.S_IMODE(os.stat(p).st_mode)
+
+    data_dir = console.config.data_dir
+    for d in (data_dir, data_dir / "images", data_dir / "previews", data_dir / "calibration"):
+        assert mode(d) == 0o700, d
+    assert mode(data_dir / "dios.db") == 0o600
+    sop = images_of(study)[0]["sop_instance_id"]
+    dcm = console.services.task.image_path(sop)
+    assert mode(dcm.parent) == 0o700
+    assert mode(dcm) == 0o600
+    assert mode(data_dir / "previews" / f"{sop}.png") == 0o600
+
+
 # --- WebSocket events --------------------------------------------------------------------------------
+def test_websocket_stream_needs_the_task_read_permission(console, apis, monkeypatch):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from dios.auth.roles import ROLES
+
+    monkeypatch.setitem(PERMISSIONS, "task.read", frozenset(ROLES))  # guest loses task.read
+    url = f"ws://127.0.0.1:{console.http_port}/api/v1/events"
+    with connect(url + f"?token={apis['guest'].token}") as ws:
+        msg = json.loads(ws.recv(timeout=10))
+        assert msg["type"] == "error" and msg["code"] == CODES["FORBIDDEN"]
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 4403
+    with connect(url) as ws:  # the same with the first-message authentication
+        ws.send(json.dumps({"type": "auth", "token": apis["guest"].token}))
+        assert json.loads(ws.recv(timeout=10))["code"] == CODES["FORBIDDEN"]
+    with connect(url + f"?token={apis['tech'].token}") as ws:
+        ws.send(json.dumps({"type": "subscribe", "pattern": "task"}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
+
+
 def test_websocket_events_with_pattern_filter(console, apis):
     from websockets.sync.client import connect
 

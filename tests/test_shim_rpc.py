@@ -227,3 +227,51 @@ def test_slow_client_is_disconnected_without_stalling_others(console):
     slow.close()
     assert sent > 1000
     assert got < sent * 1000  # it did not answer everything it was sent
+
+
+def test_error_objects_carry_the_errors_data(apis, rpc):
+    login(rpc, "tech")
+    err, _ = rpc.call("study.register", study_request(weight="heavy"))
+    assert err["code"] == "0x030003" and err["data"]["field"] == "weight"
+    err, _ = rpc.call("study.register", {"patient_id": "P1"})
+    assert err["code"] == "0x030002" and isinstance(err["data"]["field"], str)
+    err, _ = rpc.call("study.delete", {"study_ids": ["20250101000000001"]})
+    assert err["data"] == {"permission": "study.delete", "role": "tech"}
+
+
+def test_framing_errors_speak_of_messagepack(console, rpc):
+    rpc.send(["x"])
+    note = rpc.wait_notification(lambda m: m[0] == 2 and m[1] == "error")[2][0]
+    assert note["code"] == "0x030001"
+    assert "MessagePack" in note["solution"] and "JSON" not in note["solution"]
+    rpc.send([0, 5, "task.global_status", "not-a-list"])
+    err = rpc.wait_response(5)[2]
+    assert "MessagePack" in err["solution"] and "JSON" not in err["solution"]
+    client = RpcClient(console.rpc_port)
+    client.send_raw(b"\xc1")
+    with pytest.raises(ConnectionError):
+        while True:
+            msg = client.read_message()
+            assert "JSON" not in msg[2][0]["solution"]
+    client.close()
+
+
+def test_register_over_rpc_records_the_source_and_user(apis, rpc):
+    login(rpc, "tech")
+    req = study_request()
+    del req["operator_id"]
+    st = rpc.ok("study.register", req, {"source": "Electron"})
+    assert (st["reg_source"], st["operator_name"]) == ("Electron", "tech1")
+    st = rpc.ok("study.register", study_request())
+    assert st["reg_source"] == "RPC"
+
+
+def test_event_subscription_needs_the_task_read_permission(apis, rpc, monkeypatch):
+    from dios.auth.roles import PERMISSIONS, ROLES
+
+    monkeypatch.setitem(PERMISSIONS, "task.read", frozenset(ROLES))  # guest loses task.read
+    rpc.ok("session.authenticate", {"token": apis["guest"].token})
+    err, _ = rpc.call("events.subscribe", {"pattern": "task"})
+    assert err["code"] == "0x020005"
+    login(rpc, "tech")
+    assert rpc.ok("events.subscribe", {"pattern": "task"})["subscription"] >= 1

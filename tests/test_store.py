@@ -441,3 +441,29 @@ def test_kill_while_committing_postgresql(postgres_url):  # noqa: F811
     open_database(postgres_url).close()
     committed = _kill_round(postgres_url, 20)
     _check_committed(postgres_url, committed)
+
+
+def test_sqlite_database_and_data_tree_are_private(tmp_path):
+    import stat
+
+    from dios.store.files import make_private
+
+    def mode(p) -> int:
+        return stat.S_IMODE(os.stat(p).st_mode)
+
+    old = os.umask(0o022)  # a usual umask: the files must still be private
+    try:
+        data = tmp_path / "data"
+        data.mkdir(mode=0o755)
+        make_private(data, ("images", "previews"))
+        assert [mode(data / d) for d in ("", "images", "previews")] == [0o700] * 3
+        db = open_database(f"sqlite:///{data / 'dios.db'}")
+        with db.transaction() as tx:
+            tx.execute("CREATE TABLE t (x INTEGER)")
+        assert mode(data / "dios.db") == 0o600
+        assert mode(data / "dios.db-wal") == 0o600
+        db.close()
+        open_database(f"sqlite:///{data / 'dios.db'}").close()  # reopening keeps it
+        assert mode(data / "dios.db") == 0o600
+    finally:
+        os.umask(old)

@@ -5,6 +5,7 @@ no lost update or double exposure under concurrent writers (SQLite and PostgreSQ
 from __future__ import annotations
 
 import json
+import os
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import product as cartesian
@@ -1114,3 +1115,52 @@ def test_with_the_real_catalog(tmp_path, clock):
     assert vet["product"] == "VETDROS" and len(_images(vet)) == len(vviews)
     assert all(im["product"] == "VETDROS" for im in _images(vet))
     svc.db.close()
+
+
+def test_recover_resets_interrupted_exposures_and_removes_orphan_files(any_svc, tmp_path):
+    svc = any_svc
+    study = svc.register(seed_register_request())
+    sops = [im["sop_instance_id"] for im in _images(study)]
+    kept = _expose(svc, tmp_path, sops[0])  # exposed and saved: untouched
+    svc.mark_exposing(sops[1])  # the server is killed during this exposure
+    study_dir = tmp_path / "images" / study["study_instance_uid"]
+    study_dir.mkdir(parents=True)
+    orphan = study_dir / f"{sops[1]}.dcm"  # written, never committed
+    orphan.write_bytes(b"DICM")
+    partial = study_dir / f".tmp-{sops[1]}.dcm.abc123"  # an interrupted atomic write
+    partial.write_bytes(b"DI")
+    (tmp_path / "previews").mkdir()
+    orphan_preview = tmp_path / "previews" / f"{sops[1]}.png"
+    orphan_preview.write_bytes(b"\x89PNG")
+    outside = tmp_path / "calibration.bin"  # outside images/ and previews/: never touched
+    outside.write_bytes(b"x")
+    events = []
+    svc.subscribe(lambda kind, data: events.append((kind, data)))
+
+    got = svc.recover()
+
+    assert got["reset"] == [sops[1]]
+    assert sorted(got["removed"]) == sorted(str(p) for p in (orphan, partial, orphan_preview))
+    assert not orphan.exists() and not partial.exists() and not orphan_preview.exists()
+    assert outside.exists()
+    assert os.path.isfile(kept["image_file_path"])
+    assert os.path.isfile(svc.image_context(sops[0])["image"]["preview_path"])
+    ctx = svc.image_context(sops[1])["image"]
+    assert (ctx["expose_status"], ctx["image_status"], ctx["storage_status"]) == (
+        "Unexposed", "QUEUING", "NotSaved")
+    assert svc.image(sops[0])["expose_status"] == "Exposed"
+    assert events == [("image.updated", {"study_id": study["study_id"], "instance_uid": sops[1],
+                                         "expose_status": "Unexposed",
+                                         "reason": "recovered at start"})]
+    # the image can be exposed again; a second recovery finds nothing to do
+    svc.mark_exposing(sops[1])
+    svc.mark_expose_failed(sops[1])
+    assert svc.recover() == {"reset": [], "removed": []}
+
+
+def test_recovery_moves_are_in_the_transition_table():
+    from dios.study.model import RECOVERY
+
+    assert set(RECOVERY) == {"expose_status", "image_status"}
+    for field, (old, new) in RECOVERY.items():
+        assert can_move(field, old, new)

@@ -1,5 +1,8 @@
 """The task service on the real engine (simulators): technique from the APR, exposures
-landing in exactly one image, orphan frames, faults, uploads and downloads."""
+landing in exactly one image, orphan frames, faults, uploads and downloads.
+
+Every test runs twice: on the default SQLite database and on PostgreSQL (the shared study
+database of multi-console sites), through the same services."""
 
 from __future__ import annotations
 
@@ -18,9 +21,13 @@ from tests.console_helpers import images_of, start_console, study_request
 from tests.test_shim_http import png_bytes
 
 
-@pytest.fixture(scope="module")
-def console(tmp_path_factory):
-    c = start_console(tmp_path_factory.mktemp("task"))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def console(request, tmp_path_factory):
+    url = ""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("_postgres_session").new_database()
+    c = start_console(tmp_path_factory.mktemp("task"), database_url=url)
+    assert c.db.dialect.name == request.param
     yield c
     c.stop()
 
@@ -100,7 +107,10 @@ def test_an_exposure_fills_exactly_the_selected_image(svc):
     assert image_of(svc, first)["expose_status"] == "Unexposed"
     assert image_of(svc, third)["expose_status"] == "Unexposed"
     ctx = svc.study.image_context(second)
-    path = ctx["image"]["image_file_path"]
+    rel = ctx["image"]["image_file_path"]
+    assert rel == f"images/{study['study_instance_uid']}/{second}.dcm"  # relative to data_dir
+    path = svc.task.image_path(second)
+    assert path == (svc.config.data_dir / rel).resolve()
     ds = pydicom.dcmread(path)
     record = svc.engine.generator.last_record
     assert ds.SOPInstanceUID == second
@@ -224,7 +234,7 @@ def test_upload_and_downloads(svc):
     reply = svc.task.upload_png(sop, png_bytes((40, 30)), "scan.png")
     content, name = svc.task.image_file(sop)
     assert name == reply["path"]
-    ds = pydicom.dcmread(svc.study.image_context(sop)["image"]["image_file_path"])
+    ds = pydicom.dcmread(svc.task.image_path(sop))
     assert (ds.Rows, ds.Columns) == (40, 30)
     expected = (np.arange(40 * 30) % 251).reshape(40, 30)
     assert np.array_equal(ds.pixel_array.astype(int), expected)

@@ -8,7 +8,9 @@ Roles (the seed's role list, most privileged first) and the read-only ``guest``:
 * ``admin`` - the site administrator: manages users, configuration and the catalog.
 * ``mgr`` - the department manager: deletes and locks studies, edits the catalog.
 * ``tech`` - the radiographer: registers, exposes, judges and completes studies.
-* ``guest`` - the principal of the guest token (software-info reply): read-only.
+* ``guest`` - the principal of the guest token (software-info reply, handed out without
+  authentication): reads the resource lists, the catalog and the task status only, never
+  patient data (no studies, no images).
 
 Permission table (``PERMISSIONS``; x = allowed):
 
@@ -21,11 +23,11 @@ permission              service  admin  mgr  tech  guest
 ``resource.read``       x        x      x    x     x
 ``catalog.read``        x        x      x    x     x
 ``catalog.write``       x        x      x
-``study.read``          x        x      x    x     x
+``study.read``          x        x      x    x
 ``study.write``         x        x      x    x
 ``study.delete``        x        x      x
 ``study.lock``          x        x      x
-``image.read``          x        x      x    x     x
+``image.read``          x        x      x    x
 ``image.write``         x        x      x    x
 ``image.delete``        x        x      x
 ``task.read``           x        x      x    x     x
@@ -41,7 +43,7 @@ commands (``deviceUri``/``reqName``/``reqParam``). ``task.read``: global status 
 event stream.
 
 A principal whose password must still be changed (the first admin login) may only use
-``auth.self`` and the read permissions until it does: everything else is refused with
+``auth.self`` and the read permissions of its role until it does: everything else is refused with
 ``PASSWORD_CHANGE_REQUIRED``.
 """
 
@@ -60,6 +62,7 @@ ROLES: tuple[str, ...] = ("service", "admin", "mgr", "tech")
 GUEST = "guest"
 
 _ALL = frozenset(ROLES)
+#: Reads the guest token may do too (never patient data).
 _READ = _ALL | {GUEST}
 
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -69,11 +72,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "resource.read": _READ,
     "catalog.read": _READ,
     "catalog.write": frozenset({"service", "admin", "mgr"}),
-    "study.read": _READ,
+    "study.read": _ALL,
     "study.write": _ALL,
     "study.delete": frozenset({"service", "admin", "mgr"}),
     "study.lock": frozenset({"service", "admin", "mgr"}),
-    "image.read": _READ,
+    "image.read": _ALL,
     "image.write": _ALL,
     "image.delete": frozenset({"service", "admin", "mgr"}),
     "task.read": _READ,
@@ -82,9 +85,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "device.calibrate": frozenset({"service"}),
 }
 
-#: What a principal that must change its password may still do.
+#: What a principal that must change its password may still do: its own password and
+#: the read permissions its role holds.
 _BEFORE_PASSWORD_CHANGE = frozenset(
-    p for p, roles in PERMISSIONS.items() if p == "auth.self" or GUEST in roles)
+    p for p in PERMISSIONS if p == "auth.self" or p.endswith(".read"))
 
 
 @dataclass(frozen=True)

@@ -191,9 +191,9 @@ class AuthService:
                     "RETURNING id",
                     ["admin", hash_password(initial_password, self.scrypt_params), "admin", now, now])
             if got is not None:
-                log.warning("%s\nCREATED USER 'admin' WITH A ONE-TIME PASSWORD (%s): %s\n"
+                log.warning("%s\nCREATED USER 'admin' WITH A ONE-TIME PASSWORD (%s).\n"
                             "It must be changed at the first login.\n%s", "!" * 72, told,
-                            initial_password, "!" * 72)
+                            "!" * 72)
         now = _now_iso()
         with self.db.transaction() as tx:
             tx.execute("INSERT INTO users (username, password_hash, role, avatar, "

@@ -51,8 +51,11 @@ IMGPROC_SUBMODULES: dict[str, tuple[str, ...]] = {
 RPC_IDL = ("dios/shim/api.py", "dios/shim/dispatch.py")
 
 # -- option lists: value -> (en, zh) ------------------------------------------------------
-_SEX_HUMAN = {"M": ("Male", "男"), "F": ("Female", "女"), "O": ("Other", "其他")}
-_SEX_VET = {**_SEX_HUMAN, "CM": ("CM", "去势雄性"), "SF": ("SF", "绝育雌性")}
+_SEX_HUMAN = {"M": ("Male", "男"), "F": ("Female", "女"), "O": ("Other", "其他"),
+              "U": ("Unknown", "未知")}
+#: the seed's VETDROS list, exactly (U is accepted by validation but not offered there)
+_SEX_VET = {"M": ("Male", "男"), "F": ("Female", "女"), "O": ("Other", "其他"),
+            "CM": ("CM", "去势雄性"), "SF": ("SF", "绝育雌性")}
 
 OPTIONS: dict[str, dict[str, tuple[str, str]]] = {
     "patient_size": {"Large": ("Large", "大"), "Medium": ("Medium", "中"),
@@ -176,7 +179,7 @@ class ResourceService:
     def options(self, kind: str, language: str = "en", product: str | None = None) -> dict[str, Any]:
         """``dr.resource.OptionReply`` for one enumeration, texts in ``language``.
 
-        ``kind``: ``sex`` (M/F/O, plus CM/SF for VETDROS) or one of :data:`OPTIONS`.
+        ``kind``: ``sex`` (M/F/O/U, plus CM/SF for VETDROS) or one of :data:`OPTIONS`.
         """
         if not isinstance(kind, str) or not kind:
             raise DiosError(INVALID_FIELD, "kind must name an option list", field="kind")

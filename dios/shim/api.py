@@ -30,11 +30,64 @@ study
     study ids): study.delete; ``POST /study/lock``: study.lock
 task
     ``GET /task/status``: task.read; ``POST /task/device/action``,
-    ``POST /task/image/select``, ``POST /task/image/expose``: device.action;
+    ``POST /task/image/select``, ``POST /task/image/deselect``, ``POST /task/image/expose``:
+    device.action;
     ``POST /task/device/command``: device.action for the console's operational commands,
     device.calibrate for ``Calibrate*``, device.command for anything else;
     ``POST /task/image/upload``: image.write; ``GET /task/image/{instance_uid}/file``,
     ``GET /task/image/{instance_uid}/preview``: image.read
+
+Seed examples (``000_bb26117c0de1d69c.txt``; by the line of their ``Example:`` /
+``响应数据示例:`` marker) and the operation serving each; tests/test_e2e_http.py compares
+their key structure with the live replies:
+
+==========================================  ================================================
+seed line: operation                        reply ``@type`` (``-``: none; file: not JSON)
+==========================================  ================================================
+8: protocol.patient_types                   - (``patient_type_list``)
+47: protocol.body_parts                     - (``body_part_list``)
+90: resource.software_info                  - (with the guest token)
+161: resource.roles                         - (a list)
+175: resource.view_icon                     file (image data)
+188: auth.login                             - (token, expire, uid, name, avatar)
+213: auth.change_password                   - (``{}``)
+227: resource.options                       dr.resource.OptionReply (sex, DROS)
+265: resource.options                       dr.resource.OptionReply (sex, VETDROS)
+303: protocol.patient_types                 - (repeated in the catalog section)
+342: protocol.body_parts                    - (repeated in the catalog section)
+385: protocol.procedures                    dr.protocol.ProcedureList
+488: protocol.procedure_views               dr.protocol.ViewList
+603: protocol.views                         dr.protocol.ViewList (of a body part)
+718: protocol.view                          dr.protocol.View
+780: protocol.apr                           dr.protocol.AprReply
+970: protocol.apr                           dr.protocol.AprReply
+1160: protocol.apr_device                   dr.protocol.AprDevice
+1191: protocol.tech_params                  dr.protocol.TechParam
+1267: study.register                        dr.study.Study
+1448: study.update                          dr.study.Study
+1606: protocol.views                        dr.protocol.ViewList (all views)
+1721: study.get                             dr.study.StudyReply
+1873: study.stat                            dr.study.Stat
+1891: study.delete                          (its request: a bare array of study ids)
+1893: study.delete                          dr.study.Stat
+1915: task.upload_png                       dr.task.DcmPath
+1938: study.append_images                   dr.study.CreateImageReply
+2023: study.retake                          dr.study.CreateImageReply
+2077: study.delete_images                   google.protobuf.Empty
+2094: study.lock                            google.protobuf.Empty (no request table in
+                                            the seed: the study operation left between
+                                            delete images and the task section)
+2114: task.device_action                    google.protobuf.Empty
+2138: task.device_command                   google.protobuf.Empty
+2158: task.select_image                     google.protobuf.Empty
+2175: task.global_status                    dr.task.TaskGlobalStatus
+2198: task.deselect_image                   - (the untyped ``{}``: no request fields,
+                                            after selection and status)
+2216: study.judge                           google.protobuf.Empty
+2237: study.set_status                      google.protobuf.Empty
+2254: task.image_file                       file (the DICOM file)
+2263: task.preview                          file (the PNG preview)
+==========================================  ================================================
 
 Handlers only move arguments between the wire and one service call.
 """
@@ -158,10 +211,11 @@ def _resource_ops() -> list[Operation]:
         if "\\" in name or "\x00" in name or any(p in ("", ".", "..") for p in parts):
             raise DiosError(BAD_FILE_NAME, repr(name)[:80], field="name")
         if name.endswith(".png"):  # a view's view_icon_name / view_big_icon_name
-            content = ctx.services.catalog.icon_by_name(name)
+            content, media = ctx.services.catalog.icon_by_name(name), "image/png"
         else:  # a view id
-            content = ctx.services.resource.view_icon(name)
-        return Blob(content, "image/png", parts[-1] if name.endswith(".png") else f"{name}.png")
+            content, media = ctx.services.resource.view_icon(name)
+        return Blob(bytes(content), media,
+                    parts[-1] if name.endswith(".png") else f"{name}.png")
 
     return [
         _op("resource.software_info", "GET", "/resource/software-info", software_info, None,
@@ -326,7 +380,8 @@ def _study_ops() -> list[Operation]:
         return ctx.services.study
 
     def register(ctx: Context, a: dict) -> Any:
-        return st(ctx).register(a, product=_product(ctx), language=ctx.language)
+        return st(ctx).register(a, product=_product(ctx), language=ctx.language,
+                                source=ctx.source, user=ctx.user)
 
     def update(ctx: Context, a: dict) -> Any:
         study_id = a.pop("study_id")
@@ -442,6 +497,10 @@ def _task_ops() -> list[Operation]:
         tk(ctx).select_image(a["instance_uid"], client=ctx.source or ctx.user)
         return None
 
+    def deselect(ctx: Context, a: dict) -> Any:
+        tk(ctx).deselect_image()
+        return None
+
     def expose(ctx: Context, a: dict) -> Any:
         return {"image": tk(ctx).expose(a["instance_uid"], client=ctx.source or ctx.user)}
 
@@ -475,6 +534,8 @@ def _task_ops() -> list[Operation]:
             "Send one device command onto the bus"),
         _op("task.select_image", "POST", "/task/image/select", select, "device.action", EMPTY,
             (iuid,), "Select the image to expose: applies its APR technique to the generator"),
+        _op("task.deselect_image", "POST", "/task/image/deselect", deselect, "device.action",
+            None, summary="Cancel the selection: no image is armed for the next exposure"),
         _op("task.expose", "POST", "/task/image/expose", expose, "device.action",
             "dios.task.Exposure", (iuid,),
             "Select, prepare, expose and store one image; replies the stored image"),

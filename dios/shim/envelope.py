@@ -71,9 +71,14 @@ def _plain(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
+def error_data(err: DiosError) -> dict[str, Any]:
+    """The simple (string, number, boolean, null) detail fields an error carries."""
+    return {k: v for k, v in err.data.items() if _plain(v)}
+
+
 def failure(err: DiosError, language: str = "en") -> dict[str, Any]:
     """The error envelope of ``err``: its code, localized text, simple detail fields."""
-    data = {k: v for k, v in err.data.items() if _plain(v)}
+    data = error_data(err)
     return {"code": err.code.hex, "description": err.description(language),
             "solution": err.solution(language), "data": data}
 

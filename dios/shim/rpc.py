@@ -12,7 +12,7 @@ same object the HTTP body carries; ``meta`` may carry ``token``, ``language``,
 ``product`` and ``source`` (the HTTP headers). A successful ``auth.login`` (or
 ``session.authenticate [{"token": ...}]``) makes the connection remember the token.
 ``error`` is ``nil`` on success, else ``{code, description, solution}`` with the same
-result codes as HTTP; ``result`` is the reply message with its ``@type``. Files and
+result codes as HTTP, plus ``data`` (e.g. ``{"field": ...}``) when the error has details; ``result`` is the reply message with its ``@type``. Files and
 frames are MessagePack ``bin``, never base64.
 
 Connection-level methods: ``session.authenticate``, ``events.subscribe [{"pattern":
@@ -50,7 +50,7 @@ from dios.codes import (
     DiosError,
 )
 from dios.shim.dispatch import Context, Operation, authenticate, dispatch
-from dios.shim.envelope import Blob, internal_error, language_of
+from dios.shim.envelope import Blob, error_data, internal_error, language_of
 from dios.shim.events import AsyncSubscription, check_subscription, event_message
 
 log = logging.getLogger("dios.shim.rpc")
@@ -59,10 +59,25 @@ REQUEST, RESPONSE, NOTIFICATION = 0, 1, 2
 MAX_MSGID = 2**32 - 1
 
 
+#: The solution of ``MALFORMED_REQUEST`` on this transport (the code's own text speaks of
+#: JSON bodies), per language.
+_FRAMING_SOLUTION = {
+    "en": "Send MessagePack arrays: [0, msgid, method, [args]] or [2, method, [args]]",
+    "zh": "请发送MessagePack数组：[0, msgid, method, [args]] 或 [2, method, [args]]",
+}
+
+
 def error_object(err: DiosError, language: str) -> dict[str, Any]:
-    """The MessagePack-RPC ``error`` member: ``{code, description, solution}``."""
-    return {"code": err.code.hex, "description": err.description(language),
-            "solution": err.solution(language)}
+    """The MessagePack-RPC ``error`` member: ``{code, description, solution}``, plus
+    ``data`` (the error's simple detail fields, as in the HTTP envelope) when it has any."""
+    solution = (_FRAMING_SOLUTION.get(language, _FRAMING_SOLUTION["en"])
+                if err.code == MALFORMED_REQUEST else err.solution(language))
+    out: dict[str, Any] = {"code": err.code.hex, "description": err.description(language),
+                           "solution": solution}
+    data = error_data(err)
+    if data:
+        out["data"] = data
+    return out
 
 
 def blob_message(blob: Blob) -> dict[str, Any]:
@@ -276,7 +291,8 @@ class _Connection:
                     setattr(self, key, language_of(args[key]) if key == "language" else args[key])
             return {"uid": claims.get("uid", claims.get("id")), "name": claims.get("name", "")}
         if method == "events.subscribe":
-            await loop.run_in_executor(server.executor, authenticate, ctx)
+            claims = await loop.run_in_executor(server.executor, authenticate, ctx)
+            server.services.auth.authorize(claims, "task.read")
             pattern, kinds = check_subscription(args.get("pattern"), args.get("kinds"))
             frames = bool(args.get("frames", False))
             sub = AsyncSubscription(server.hub, loop, pattern, kinds,

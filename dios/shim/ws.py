@@ -2,7 +2,8 @@
 
 Authentication: ``?token=<jwt>``, an ``Authorization: Bearer`` header, or a first message
 ``{"type": "auth", "token": "..."}``. A bad token gets an error message and close code
-4401. Then the client sends::
+4401; a principal without the ``task.read`` permission gets ``FORBIDDEN`` and close code
+4403. Then the client sends::
 
     {"type": "subscribe", "pattern": "DIOS/DEVICE/*", "kinds": ["state", "param"]}
 
@@ -27,7 +28,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from dios.codes import INVALID_FIELD, MALFORMED_REQUEST, NOT_AUTHENTICATED, DiosError
+from dios.codes import FORBIDDEN, INVALID_FIELD, MALFORMED_REQUEST, NOT_AUTHENTICATED, DiosError
 from dios.shim.dispatch import Context, authenticate
 from dios.shim.envelope import internal_error, language_of
 from dios.shim.events import AsyncSubscription, check_subscription, event_message
@@ -68,11 +69,12 @@ class EventSocket:
         async def authorize(tok: str) -> bool:
             ctx = Context(self.services, token=tok, language=language, transport="ws")
             try:
-                await loop.run_in_executor(None, authenticate, ctx)
+                claims = await loop.run_in_executor(None, authenticate, ctx)
+                self.services.auth.authorize(claims, "task.read")
                 return True
             except DiosError as err:
                 await ws.send_json(self._error(err, language))
-                await ws.close(code=4401)
+                await ws.close(code=4403 if err.code == FORBIDDEN else 4401)
                 return False
 
         async def pump(sid: int, sub: AsyncSubscription) -> None:

@@ -319,6 +319,20 @@ def _redact(url: str) -> str:
 
 
 # -- opening -------------------------------------------------------------------------------
+def _create_private(path: str) -> None:
+    """Create the SQLite file readable by its owner only (0600) before SQLite does; the
+    ``-wal`` and ``-shm`` files SQLite makes beside it take the same mode."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise DiosError(STORAGE_ERROR, f"cannot create database {path}: {exc}") from None
+    os.close(fd)
+
+
 def _open_sqlite(url: str) -> Database:
     path = url[len("sqlite:///"):]
     if not path or not path.startswith("/"):
@@ -329,6 +343,7 @@ def _open_sqlite(url: str) -> Database:
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise DiosError(STORAGE_ERROR, f"database directory {directory} does not exist")
+    _create_private(path)
 
     def connect() -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=30.0, isolation_level=None,

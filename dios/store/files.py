@@ -3,7 +3,8 @@
 Used for the token signing secret, the per-install serial number and the initial admin
 password. :func:`create_once` writes a temporary file (mode 0600 from the start, never
 world-readable), fsyncs it and *links* it into place: if two processes start together,
-exactly one file wins and both read the winner's content.
+exactly one file wins and both read the winner's content. :func:`make_private` restricts
+the data directory tree to its owner (0700).
 """
 
 from __future__ import annotations
@@ -18,7 +19,26 @@ from dios.atomic import fsync_directory
 
 log = logging.getLogger("dios.store")
 
-__all__ = ["create_once", "read_private"]
+__all__ = ["create_once", "make_private", "read_private"]
+
+#: Mode of the data directory and the directories the services create in it.
+PRIVATE_DIR = 0o700
+#: Mode of the files holding patient data (database, images, previews).
+PRIVATE_FILE = 0o600
+
+
+def make_private(root: str | os.PathLike[str], subdirs: tuple[str, ...] = ()) -> None:
+    """Restrict ``root`` and its ``subdirs`` (created when missing) to their owner (0700).
+
+    Patient data (the database, images, previews) lives below the data directory; a
+    directory nobody else may enter keeps it private whatever the files' own modes.
+    """
+    base = os.fspath(root)
+    for sub in ("", *subdirs):
+        d = os.path.join(base, sub) if sub else base
+        os.makedirs(d, mode=PRIVATE_DIR, exist_ok=True)
+        if stat.S_IMODE(os.stat(d).st_mode) != PRIVATE_DIR:
+            os.chmod(d, PRIVATE_DIR)
 
 
 def read_private(path: str | os.PathLike[str]) -> bytes:

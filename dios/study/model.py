@@ -12,19 +12,25 @@ Status fields move only along :data:`TRANSITIONS`; anything else is refused with
 field               allowed moves
 ==================  ===========================================================
 ``expose_status``   Unexposed -> Exposing -> Exposed; Exposing -> Unexposed (the
-                    exposure failed or was aborted); Unexposed -> Exposed (an
-                    image imported from a file)
+                    exposure failed or was aborted, or the server stopped during
+                    it: the recovery at start); Unexposed -> Exposed (an image
+                    imported from a file)
 ``storage_status``  NotSaved -> Saved
 ``judged_status``   NotJudged -> Accepted | Rejected; Accepted <-> Rejected
                     (only an exposed image is judged)
 ``send_status``     Unsent -> Sending -> Sent | SendFailed; SendFailed | Sent ->
                     Sending (retry, resend; only a saved image is sent)
-``image_status``    QUEUING -> EXPOSING -> EXPOSED; EXPOSING -> QUEUING;
-                    QUEUING -> EXPOSED
+``image_status``    QUEUING -> EXPOSING -> EXPOSED; EXPOSING -> QUEUING (failed,
+                    aborted, recovered at start); QUEUING -> EXPOSED
 ``study_status``    Arrived -> InProgress -> Completed; Completed -> InProgress
                     (reopened: more views appended or exposed)
 ``study_lock``      Unlocked <-> Locked
 ==================  ===========================================================
+
+:data:`RECOVERY` names the moves the study service makes at start for images a killed
+server left half done (:meth:`dios.study.service.StudyService.recover`); each is one of
+the moves above. ``storage_status`` needs none: an image becomes ``Saved`` together with
+``Exposed``, in one transaction, after its file is on disk.
 """
 
 from __future__ import annotations
@@ -106,6 +112,12 @@ TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
                      "InProgress": frozenset({"Completed"}),
                      "Completed": frozenset({"InProgress"})},
     "study_lock": {"Unlocked": frozenset({"Locked"}), "Locked": frozenset({"Unlocked"})},
+}
+
+#: Recovery at start: field -> (left by an interrupted exposure, back to).
+RECOVERY: dict[str, tuple[str, str]] = {
+    "expose_status": ("Exposing", "Unexposed"),
+    "image_status": ("EXPOSING", "QUEUING"),
 }
 
 #: The value each status field starts with.

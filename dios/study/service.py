@@ -53,6 +53,7 @@ from dios.study.model import (
     IMAGE_FIELDS,
     INITIAL,
     JSON_IMAGE_FIELDS,
+    RECOVERY,
     SERIES_FIELDS,
     STUDY_BOOL_FIELDS,
     STUDY_FIELDS,
@@ -877,11 +878,85 @@ class StudyService:
                    send_status=send_status)
         return out
 
+    # -- start-up recovery ---------------------------------------------------------------
+    def recover(self) -> dict[str, list[str]]:
+        """Reconcile what a killed server left behind; call once at start, before exposing.
+
+        An image still ``Exposing`` had its exposure interrupted: it goes back to
+        ``Unexposed`` (``image_status`` QUEUING) along :data:`dios.study.model.RECOVERY`,
+        ready to be exposed again. Files in the data directory's ``images/`` and
+        ``previews/`` that no image references (an exposure killed between writing its
+        file and committing it, temporary files of an interrupted atomic write) are
+        removed; nothing outside those two directories is touched. Returns
+        ``{"reset": [sop uids], "removed": [file paths]}``.
+        """
+        reset: list[str] = []
+        with self.db.transaction() as tx:
+            rows = tx.query("SELECT sop_instance_id, study_id, expose_status, image_status, "
+                            "version FROM images WHERE expose_status = 'Exposing' "
+                            "OR image_status = 'EXPOSING' ORDER BY sop_instance_id", [])
+            now = iso_utc(self._now())
+            for row in rows:
+                changes: dict[str, Any] = {"updated_at": now}
+                for field, (old, new) in RECOVERY.items():
+                    if row[field] == old:
+                        check_transition(field, old, new, row["sop_instance_id"])
+                        changes[field] = new
+                tx.update_versioned("images", "sop_instance_id", row["sop_instance_id"],
+                                    row["version"], changes)
+                reset.append(row["sop_instance_id"])
+        removed = self._remove_orphan_files()
+        for sop in reset:
+            log.warning("image %s was being exposed when the server stopped: back to Unexposed",
+                        sop)
+        if removed:
+            log.warning("removed %d unreferenced image/preview file(s)", len(removed))
+        for row in rows:
+            self._emit("image.updated", study_id=row["study_id"],
+                       instance_uid=row["sop_instance_id"], expose_status="Unexposed",
+                       reason="recovered at start")
+        return {"reset": reset, "removed": removed}
+
+    def _remove_orphan_files(self) -> list[str]:
+        if self.data_dir is None:
+            return []
+        referenced: set[Path] = set()
+        with self.db.transaction(readonly=True) as tx:
+            for row in tx.query("SELECT image_file_path, preview_path FROM images", []):
+                for p in (row["image_file_path"], row["preview_path"]):
+                    if p:
+                        referenced.add(self._abs(p).resolve())
+        removed: list[str] = []
+        for sub in ("images", "previews"):
+            top = self.data_dir / sub
+            if not top.is_dir():
+                continue
+            for path in sorted(top.rglob("*")):
+                if path.is_symlink() or not path.is_file():
+                    continue
+                real = path.resolve()
+                if real in referenced or top not in real.parents:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(str(path))
+        return removed
+
     # -- reads for the task service --------------------------------------------------------
     def image(self, sop_uid: str) -> dict[str, Any]:
         """One image in the seed's ``dr.study.Study`` image shape."""
         with self.db.transaction(readonly=True) as tx:
             return self._image_dict(self._image_row(tx, sop_uid))
+
+    def image_path(self, sop_uid: str) -> Path:
+        """The absolute path of image ``sop_uid``'s stored file (``image_file_path`` is
+        kept relative to the data directory); ``INVALID_TRANSITION`` while it has none."""
+        with self.db.transaction(readonly=True) as tx:
+            rel = self._image_row(tx, sop_uid)["image_file_path"]
+        if not rel:
+            raise DiosError(INVALID_TRANSITION, f"image {sop_uid} has no stored file yet",
+                            instance_uid=sop_uid)
+        return self._abs(rel).resolve()
 
     def study_of_image(self, sop_uid: str) -> dict[str, Any]:
         """The full study (``dr.study.StudyReply``) that holds image ``sop_uid``."""

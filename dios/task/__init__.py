@@ -8,6 +8,7 @@ that image by the next exposure (frame -> pipeline -> DICOM file -> study servic
 uploads turned into DICOM, and downloads of the image file and of its preview.
 
 May import: ``dios`` core (bus, codes, messages, uri, events), ``dios.workflow``,
-``dios.dicom``, ``dios.atomic``, ``dios.uids``, ``processing``; the study and catalog
+``dios.dicom``, ``dios.atomic``, ``dios.uids``, ``dios.store.files`` (private file
+modes), ``processing``; the study and catalog
 services are passed in (never imported from the shim, never the reverse).
 """

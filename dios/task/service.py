@@ -49,6 +49,7 @@ from dios.codes import (
 )
 from dios.devices.backends import ExposureRecord, Frame, Technique
 from dios.messages import Event, EventKind, Reply, Request
+from dios.store.files import PRIVATE_DIR, PRIVATE_FILE, make_private
 from dios.uids import UidFactory, is_valid_uid
 from dios.uri import DETECTOR, GENERATOR, parse
 from dios.workflow.exposure import ExposureOutcome, ExposurePlan, apply_technique, check
@@ -136,7 +137,9 @@ class TaskService:
     catalog : dios.catalog.service.CatalogService
         Views (processing info) and tech params.
     data_dir : path
-        Images go to ``data_dir/images/<study uid>/``, previews to ``data_dir/previews/``.
+        Images go to ``data_dir/images/<study uid>/``, previews to ``data_dir/previews/``;
+        the study records their paths relative to ``data_dir`` (:meth:`image_path` gives
+        the absolute path).
     work_station_id : int
         The work station whose APR techniques apply.
     uid_root : str
@@ -155,8 +158,7 @@ class TaskService:
         self.data_dir = Path(data_dir)
         self.images_dir = self.data_dir / "images"
         self.previews_dir = self.data_dir / "previews"
-        self.images_dir.mkdir(parents=True, exist_ok=True)
-        self.previews_dir.mkdir(parents=True, exist_ok=True)
+        make_private(self.data_dir, ("images", "previews"))
         self.work_station_id = work_station_id
         self.uids = UidFactory(uid_root)
         self.exposure_timeout = exposure_timeout
@@ -360,6 +362,14 @@ class TaskService:
                       technique=asdict(accepted))
         return asdict(accepted)
 
+    def deselect_image(self) -> None:
+        """Cancel the selection: no image is armed afterwards. ``BUSY`` while an exposure
+        is being taken or stored (its frame must still land in its image)."""
+        with self._lock:
+            if self._in_flight:
+                raise DiosError(BUSY, "an exposure is being stored")
+        self.disarm()
+
     def disarm(self) -> None:
         """Forget the armed image (the next frame would be an orphan)."""
         with self._lock:
@@ -519,7 +529,7 @@ class TaskService:
             outcome = ExposureOutcome(record, frame, result, plan.technique, plan.dicom_path,
                                       plan.preview_path, timings)
             self._progress("store", 80, tx, client, sop)
-            plan.dicom_path.parent.mkdir(parents=True, exist_ok=True)
+            plan.dicom_path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
             acquisition = _finite(acquisition_attributes(outcome, getattr(plan.scene, "sid_cm", None)))
             if view.get("TargetEXI") and "target_ei" not in acquisition:
                 acquisition["target_ei"] = float(view["TargetEXI"])
@@ -529,14 +539,14 @@ class TaskService:
                 raise
             except OSError as exc:
                 raise DiosError(STORAGE_ERROR, str(exc)) from None
-            rel = str(plan.dicom_path.resolve())
+            rel = self._relative(plan.dicom_path)
             proc = _finite({"profile": view.get("img_proc_id", ""), "ei": result.ei,
                             "di": result.di, "window_center": result.window[0],
                             "window_width": result.window[1],
                             "timings_ms": {k: round(v, 2) for k, v in timings.items()}})
             try:
                 image = self.study.mark_exposed(
-                    sop, acquisition, rel, str(plan.preview_path.resolve()),
+                    sop, acquisition, rel, self._relative(plan.preview_path),
                     ei=proc.get("ei"), di=proc.get("di"), img_proc=proc)
             except BaseException:
                 # the database refused: the file must not stay behind unreferenced
@@ -573,6 +583,7 @@ class TaskService:
                                               getattr(self.engine.detector.backend, "name", "")),
                  window=(res.window[0], res.window[1]), shutter=shutter or None)
         write_preview_png(plan.preview_path, res.preview, window=(127.5, 256.0))
+        _private(plan.dicom_path, plan.preview_path)
 
     # --- uploads and downloads ------------------------------------------------------------------
     def upload_png(self, sop: str, data: bytes, filename: str = "") -> dict[str, Any]:
@@ -598,7 +609,7 @@ class TaskService:
         new_uid = self.uids.instance()
         name = f"{new_uid}.dcm"
         path = self.images_dir / study["study_instance_uid"] / name
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         plan = self._plan(ctx, Technique(), dict(ctx.get("view") or {}))
         image_attrs = {k: v for k, v in plan.image.items() if k != "view_id"}
         image_attrs["sop_instance_uid"] = new_uid
@@ -610,7 +621,8 @@ class TaskService:
             decoded = read_image(path)
             write_preview_png(preview, decoded.pixels, window=decoded.meta.get("window"),
                               max_side=2048)
-            self.study.mark_exposed(sop, None, str(path.resolve()), str(preview.resolve()),
+            _private(path, preview)
+            self.study.mark_exposed(sop, None, self._relative(path), self._relative(preview),
                                     img_proc={"source": "png-upload"},
                                     secondary_sop_uid=new_uid)
         except BaseException:
@@ -618,8 +630,21 @@ class TaskService:
             preview.unlink(missing_ok=True)
             raise
         self._publish(IMAGE_URI, EventKind.IMAGE, "ready", sop, study_id=study["study_id"],
-                      sop_instance_uid=sop, image_file_path=str(path.resolve()), source="upload")
+                      sop_instance_uid=sop, image_file_path=self._relative(path), source="upload")
         return {"path": name}
+
+    def _relative(self, path: Path) -> str:
+        """``path`` (inside the data directory) as stored: relative to the data directory,
+        POSIX separators, so the data directory can move."""
+        return path.resolve().relative_to(self.data_dir.resolve()).as_posix()
+
+    def image_path(self, sop: str) -> Path:
+        """The absolute path of image ``sop``'s stored DICOM file.
+
+        Raises ``INVALID_TRANSITION`` while the image has no file, ``STORAGE_ERROR`` when
+        the file is missing.
+        """
+        return self._stored_path(sop)[0]
 
     def _stored_path(self, sop: str) -> tuple[Path, dict[str, Any]]:
         sop = check_uid(sop)
@@ -651,7 +676,15 @@ class TaskService:
             decoded = read_image(path)
             write_preview_png(prev, decoded.pixels, window=decoded.meta.get("window"),
                               max_side=2048)
+            _private(prev)
         return prev.read_bytes(), prev.name
+
+
+def _private(*paths: Path | None) -> None:
+    """Patient data files: readable and writable by the server's user only (0600)."""
+    for p in paths:
+        if p is not None and p.exists():
+            os.chmod(p, PRIVATE_FILE)
 
 
 def _finite(d: dict[str, Any]) -> dict[str, Any]:
