@@ -141,3 +141,50 @@ def present(src: np.ndarray, lut: np.ndarray, pyr: Pyramid, params: np.ndarray,
     win = np.array(linear_window(*window), np.float64)
     K.final_pass(src, lut, pyr.g[0], pyr.c[0], params, np.float32(pres.hi),
                  np.float32(pres.scale), np.float32(pres.maxcode), win, out_img, out_prev)
+
+
+def orient_shutter(attrs: dict, shape: tuple[int, int], rotate: int = 0,
+                   hflip: bool = False) -> dict:
+    """Map DICOM Display Shutter attributes of a raw frame onto the oriented image.
+
+    ``attrs`` are 1-based shutter attributes in the coordinates of the raw frame of
+    ``shape`` (rows, columns), e.g. from ``CollimationResult.shutter_attributes()``;
+    the result describes the same field on the image produced by :func:`orient` with
+    ``rotate`` (clockwise degrees) and ``hflip``.
+
+    >>> orient_shutter({"ShutterShape": "CIRCULAR", "CenterOfCircularShutter": [1, 2],
+    ...                 "RadiusOfCircularShutter": 5}, (10, 20), 90)["CenterOfCircularShutter"]
+    [2, 10]
+    """
+    rotate, hflip = check_orientation(rotate, hflip)
+    if not attrs or (rotate == 0 and not hflip):
+        return dict(attrs)
+    rows, cols = shape
+    out_cols = oriented_shape(shape, rotate)[1]
+
+    def point(r1: int, c1: int) -> tuple[int, int]:
+        r, c = r1 - 1, c1 - 1
+        if rotate == 90:
+            r, c = c, rows - 1 - r
+        elif rotate == 180:
+            r, c = rows - 1 - r, cols - 1 - c
+        elif rotate == 270:
+            r, c = cols - 1 - c, r
+        if hflip:
+            c = out_cols - 1 - c
+        return r + 1, c + 1
+
+    out = dict(attrs)
+    shape_kind = attrs.get("ShutterShape", "")
+    if "RECTANGULAR" in shape_kind:
+        r0, c0 = point(attrs["ShutterUpperHorizontalEdge"], attrs["ShutterLeftVerticalEdge"])
+        r1, c1 = point(attrs["ShutterLowerHorizontalEdge"], attrs["ShutterRightVerticalEdge"])
+        out.update(ShutterUpperHorizontalEdge=min(r0, r1), ShutterLowerHorizontalEdge=max(r0, r1),
+                   ShutterLeftVerticalEdge=min(c0, c1), ShutterRightVerticalEdge=max(c0, c1))
+    if "CIRCULAR" in shape_kind:
+        out["CenterOfCircularShutter"] = list(point(*attrs["CenterOfCircularShutter"]))
+    if "POLYGONAL" in shape_kind:
+        v = attrs["VerticesOfThePolygonalShutter"]
+        pts = [point(v[i], v[i + 1]) for i in range(0, len(v), 2)]
+        out["VerticesOfThePolygonalShutter"] = [x for p in pts for x in p]
+    return out

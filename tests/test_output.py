@@ -69,3 +69,30 @@ def test_orient_matches_numpy(rotate, hflip, dtype):
 def test_orient_rejects_bad_rotation(rotate):
     with pytest.raises(ValueError):
         orient(np.zeros((4, 4), np.uint16), rotate)
+
+
+@pytest.mark.parametrize("rotate", [0, 90, 180, 270])
+@pytest.mark.parametrize("hflip", [False, True])
+def test_orient_shutter_follows_the_image(rotate, hflip):
+    """Shutter attributes mapped with orient_shutter describe the oriented mask exactly."""
+    from processing.output import orient, orient_shutter
+
+    rows, cols = 40, 60
+    mask = np.zeros((rows, cols), np.uint8)
+    mask[5:21, 10:51] = 1  # rows 6..21, cols 11..51 (1-based)
+    rect = {"ShutterShape": "RECTANGULAR", "ShutterLeftVerticalEdge": 11,
+            "ShutterRightVerticalEdge": 51, "ShutterUpperHorizontalEdge": 6,
+            "ShutterLowerHorizontalEdge": 21}
+    o = orient(mask, rotate, hflip, out=None).copy()
+    a = orient_shutter(rect, (rows, cols), rotate, hflip)
+    rr, cc = np.nonzero(o)
+    assert (a["ShutterUpperHorizontalEdge"], a["ShutterLowerHorizontalEdge"]) == (rr.min() + 1, rr.max() + 1)
+    assert (a["ShutterLeftVerticalEdge"], a["ShutterRightVerticalEdge"]) == (cc.min() + 1, cc.max() + 1)
+
+    point = np.zeros((rows, cols), np.uint8)
+    point[7, 13] = 1  # 1-based (8, 14)
+    circ = {"ShutterShape": "CIRCULAR", "CenterOfCircularShutter": [8, 14], "RadiusOfCircularShutter": 3}
+    poly = {"ShutterShape": "POLYGONAL", "VerticesOfThePolygonalShutter": [8, 14, 8, 14, 8, 14]}
+    r, c = (int(x[0]) + 1 for x in np.nonzero(orient(point, rotate, hflip, out=None)))
+    assert orient_shutter(circ, (rows, cols), rotate, hflip)["CenterOfCircularShutter"] == [r, c]
+    assert orient_shutter(poly, (rows, cols), rotate, hflip)["VerticesOfThePolygonalShutter"] == [r, c] * 3

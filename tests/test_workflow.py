@@ -122,3 +122,38 @@ def test_expose_without_prepare_is_refused_state_unchanged(engine):
     r = engine.bus.call(GENERATOR, "Expose", "", "tx-x", "t")
     assert r.code == codes.WRONG_STATE.hex and r.reqTransaction == "tx-x"
     assert engine.generator.status_string == "GENERATOR_STATUS_STANDBY"
+
+
+@pytest.mark.parametrize("rotate,hflip", [(0, True), (90, False), (270, True)])
+def test_dicom_shutter_describes_the_presented_image(engine, rotate, hflip):
+    """The shutter written to DICOM matches the true field after rotation and flip."""
+    import cv2
+
+    from dios.workflow.exposure import shutter_attributes
+    from processing.output import orient
+
+    from simulators.frames import Collimation
+
+    view = {**VIEW, "ImageRotate": rotate, "ImageHorizontalFlip": hflip}
+    # an off-centre field, so a shutter left in raw coordinates would not fit
+    engine.set_scene("chest", 180.0, Collimation("rect", center=(380, 430), width=520, height=640))
+    try:
+        out = run_exposure(engine, ExposurePlan(Technique(kv=110, mas=2.0, mode=1), view))
+    finally:
+        engine.set_scene("chest", 180.0)
+    attrs = shutter_attributes(out, view)
+    truth = orient(out.frame.truth.field_mask.astype(np.uint8), rotate, hflip).astype(bool)
+    assert out.result.image.shape == truth.shape
+    mask = np.zeros(truth.shape, np.uint8)
+    if attrs["ShutterShape"] == "RECTANGULAR":
+        mask[attrs["ShutterUpperHorizontalEdge"] - 1:attrs["ShutterLowerHorizontalEdge"],
+             attrs["ShutterLeftVerticalEdge"] - 1:attrs["ShutterRightVerticalEdge"]] = 1
+    else:
+        v = np.array(attrs["VerticesOfThePolygonalShutter"]).reshape(-1, 2)[:, ::-1] - 1
+        cv2.fillPoly(mask, [v.astype(np.int32)], 1)
+    def iou(a, b):
+        return np.logical_and(a, b).sum() / np.logical_or(a, b).sum()
+
+    assert iou(mask, truth) > 0.95
+    raw = out.result.collimation.shutter_attributes()  # not oriented: must not fit
+    assert raw != attrs

@@ -571,10 +571,10 @@ class TaskService:
         """The DICOM DX file (atomic) and the 8-bit PNG preview (atomic)."""
         from dios.dicom.dx import write_dx
         from dios.dicom.png import write_preview_png
-        from dios.workflow.exposure import detector_attributes
+        from dios.workflow.exposure import detector_attributes, shutter_attributes
 
         res = outcome.result
-        shutter = res.collimation.shutter_attributes() if res.collimation is not None else None
+        shutter = shutter_attributes(outcome, plan.view)
         write_dx(plan.dicom_path, res.image, bits_stored=res.bits_stored,
                  patient=plan.patient, study=plan.study, series=plan.series,
                  image={k: v for k, v in plan.image.items() if k != "view_id"},

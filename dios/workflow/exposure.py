@@ -137,7 +137,7 @@ def run_exposure(engine: Any, plan: ExposurePlan, *, pipeline: Any = None,
         counts_per_ugy=frame.mode.counts_per_ugy,
         target_ei=plan.view.get("TargetEXI"),
         rotate=int(plan.view.get("ImageRotate", 0) or 0),
-        hflip=bool(plan.view.get("ImageHorizontalFlip", False)),
+        hflip=_flag(plan.view.get("ImageHorizontalFlip", False)),
     )
     for stage, ms in result.timings.items():
         timings[f"pipeline.{stage}"] = ms
@@ -228,6 +228,26 @@ def detector_attributes(frame: Frame, backend_name: str = "") -> dict[str, Any]:
     }
 
 
+def shutter_attributes(outcome: ExposureOutcome, view: dict[str, Any]) -> dict[str, Any] | None:
+    """The detected field as DICOM Display Shutter attributes of the *presented* image
+    (rotated and flipped like it), or None when there is no collimation."""
+    from processing.output import orient_shutter
+
+    col = outcome.result.collimation
+    attrs = col.shutter_attributes() if col is not None else {}
+    if not attrs:
+        return None
+    return orient_shutter(attrs, outcome.frame.pixels.shape,
+                          int(view.get("ImageRotate", 0) or 0), _flag(view.get("ImageHorizontalFlip")))
+
+
+def _flag(value: Any) -> bool:
+    """A catalog yes/no value (bool, 0/1 or YES/NO/TRUE/FALSE text)."""
+    if isinstance(value, str):
+        return value.strip().upper() in ("YES", "TRUE", "1", "Y")
+    return bool(value)
+
+
 def write_outputs(outcome: ExposureOutcome, plan: ExposurePlan) -> None:
     """Write the DICOM file and the PNG preview named in ``plan`` (atomically)."""
     from dios.dicom.dx import write_dx
@@ -236,14 +256,13 @@ def write_outputs(outcome: ExposureOutcome, plan: ExposurePlan) -> None:
     res = outcome.result
     if plan.dicom_path is not None:
         sid = getattr(plan.scene, "sid_cm", None)
-        shutter = res.collimation.shutter_attributes() if res.collimation is not None else None
         write_dx(
             plan.dicom_path, res.image, bits_stored=res.bits_stored,
             patient=plan.patient, study=plan.study, series=plan.series, image=plan.image,
             acquisition=acquisition_attributes(outcome, sid, plan.view.get("TargetEXI")),
             detector=detector_attributes(outcome.frame),
             window=tuple(res.window),
-            shutter=shutter or None,
+            shutter=shutter_attributes(outcome, plan.view),
         )
     if plan.preview_path is not None:
         write_preview_png(plan.preview_path, res.preview)
