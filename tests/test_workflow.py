@@ -131,7 +131,6 @@ def test_dicom_shutter_describes_the_presented_image(engine, rotate, hflip):
 
     from dios.workflow.exposure import shutter_attributes
     from processing.output import orient
-
     from simulators.frames import Collimation
 
     view = {**VIEW, "ImageRotate": rotate, "ImageHorizontalFlip": hflip}
