@@ -68,6 +68,18 @@ def area_downsample_serial(src, f, out):  # pragma: no cover - compiled
         _down_row(src, f, out, i, acc)
 
 
+@njit(cache=True, inline="always")
+def _sobel_at(img, gx, gy, y, ym, yp, x, xm, xp):  # pragma: no cover - compiled
+    gx[y, x] = 0.125 * (
+        (img[ym, xp] - img[ym, xm]) + 2.0 * (img[y, xp] - img[y, xm])
+        + (img[yp, xp] - img[yp, xm])
+    )
+    gy[y, x] = 0.125 * (
+        (img[yp, xm] - img[ym, xm]) + 2.0 * (img[yp, x] - img[ym, x])
+        + (img[yp, xp] - img[ym, xp])
+    )
+
+
 @njit(cache=True)
 def edge_gradients(img, d, dx, dy):  # pragma: no cover - compiled
     """Step-edge gradients (see ``processing.collimator._edge_gradients``) into ``dx, dy``.
@@ -81,17 +93,23 @@ def edge_gradients(img, d, dx, dy):  # pragma: no cover - compiled
     for y in range(H):
         ym = max(y - 1, 0)
         yp = min(y + 1, H - 1)
-        for x in range(W):
-            xm = max(x - 1, 0)
-            xp = min(x + 1, W - 1)
-            gx[y, x] = 0.125 * (
-                (img[ym, xp] - img[ym, xm]) + 2.0 * (img[y, xp] - img[y, xm])
-                + (img[yp, xp] - img[yp, xm])
+        _sobel_at(img, gx, gy, y, ym, yp, 0, 0, min(1, W - 1))
+        # interior columns without clamped indices (the loop vectorises)
+        r0 = img[ym]
+        r1 = img[y]
+        r2 = img[yp]
+        ox = gx[y]
+        oy = gy[y]
+        for x in range(1, W - 1):
+            ox[x] = 0.125 * (
+                (r0[x + 1] - r0[x - 1]) + 2.0 * (r1[x + 1] - r1[x - 1])
+                + (r2[x + 1] - r2[x - 1])
             )
-            gy[y, x] = 0.125 * (
-                (img[yp, xm] - img[ym, xm]) + 2.0 * (img[yp, x] - img[ym, x])
-                + (img[yp, xp] - img[ym, xp])
+            oy[x] = 0.125 * (
+                (r2[x - 1] - r0[x - 1]) + 2.0 * (r2[x] - r0[x]) + (r2[x + 1] - r0[x + 1])
             )
+        if W > 1:
+            _sobel_at(img, gx, gy, y, ym, yp, W - 1, W - 2, W - 1)
     for y in range(H):
         for x in range(W):
             a = abs(gx[y, x])
@@ -199,6 +217,18 @@ def fill_circle_mask_serial(mask, cx, cy, r):  # pragma: no cover - compiled
         _circle_row(mask, y, cx, cy, r)
 
 
+@njit(cache=True, inline="always")
+def _bilinear(lin, x, y):  # pragma: no cover - compiled
+    """Bilinear sample of ``lin`` at ``(x, y)`` (``0 <= x < w - 1``, ``0 <= y < h - 1``)."""
+    x0 = int(x)
+    y0 = int(y)
+    fx = x - x0
+    fy = y - y0
+    top = lin[y0, x0] * (1 - fx) + lin[y0, x0 + 1] * fx
+    bot = lin[y0 + 1, x0] * (1 - fx) + lin[y0 + 1, x0 + 1] * fx
+    return top * (1 - fy) + bot * fy
+
+
 @njit(cache=True)
 def profile_edges(lin, bx, by, nx, ny, scale, floor, tau, min_step):  # pragma: no cover
     """Sub-pixel step positions on short profiles across a boundary.
@@ -214,24 +244,24 @@ def profile_edges(lin, bx, by, nx, ny, scale, floor, tau, min_step):  # pragma: 
     off = np.zeros(n)
     ok = np.zeros(n, dtype=np.bool_)
     prof = np.empty(9)
+    xmax = w - 1.000001
+    ymax = h - 1.000001
     for k in range(n):
-        for j in range(9):
+        # the two samples of the step test first; the other seven only for real steps
+        for j in (2, 6):
             d = j - 4.0
-            x = min(max(bx[k] + d * nx[k], 0.0), w - 1.000001)
-            y = min(max(by[k] + d * ny[k], 0.0), h - 1.000001)
-            x0 = int(x)
-            y0 = int(y)
-            fx = x - x0
-            fy = y - y0
-            top = lin[y0, x0] * (1 - fx) + lin[y0, x0 + 1] * fx
-            bot = lin[y0 + 1, x0] * (1 - fx) + lin[y0 + 1, x0 + 1] * fx
-            prof[j] = top * (1 - fy) + bot * fy
+            prof[j] = _bilinear(lin, min(max(bx[k] + d * nx[k], 0.0), xmax),
+                                min(max(by[k] + d * ny[k], 0.0), ymax))
         lo = max(prof[2], 0.0)
         hi = max(prof[6], 0.0)
         if math.sqrt(hi / scale) - math.sqrt(lo / scale) <= 2.0 * tau:
             continue
         if math.log((hi + floor) / (lo + floor)) <= min_step:
             continue
+        for j in (0, 1, 3, 4, 5, 7, 8):
+            d = j - 4.0
+            prof[j] = _bilinear(lin, min(max(bx[k] + d * nx[k], 0.0), xmax),
+                                min(max(by[k] + d * ny[k], 0.0), ymax))
         base = 0.5 * ((prof[1] - prof[0]) + (prof[8] - prof[7]))
         tot = 0.0
         mom = 0.0
@@ -340,10 +370,61 @@ def blade_points(lin, c, s, bounds, scale, floor, tau, min_step):  # pragma: no 
 
 
 @njit(cache=True)
+def select_kth(a, n, k):  # pragma: no cover - compiled
+    """The ``k``-th smallest of ``a[:n]`` (0-based: the value ``np.partition(a[:n], k)[k]``).
+
+    Wirth's quickselect in place: ``a[:n]`` is reordered so that ``a[:k] <= a[k] <=
+    a[k + 1:n]``. No NaN allowed.
+    """
+    lo = 0
+    hi = n - 1
+    while hi > lo:
+        x = a[k]
+        i = lo
+        j = hi
+        while True:
+            while a[i] < x:
+                i += 1
+            while x < a[j]:
+                j -= 1
+            if i <= j:
+                t = a[i]
+                a[i] = a[j]
+                a[j] = t
+                i += 1
+                j -= 1
+            if i > j:
+                break
+        if j < k:
+            lo = i
+        if k < i:
+            hi = j
+    return a[k]
+
+
+@njit(cache=True)
+def median_inplace(a):  # pragma: no cover - compiled
+    """``np.median`` of a 1-D float array without NaN, bit for bit (the mean of the two
+    middle values for an even count, NaN when empty); ``a`` is reordered."""
+    n = a.shape[0]
+    if n == 0:
+        return np.nan
+    half = n >> 1
+    b = select_kth(a, n, half)
+    if n & 1:
+        return b
+    lo = a[0]
+    for i in range(1, half):
+        if a[i] > lo:
+            lo = a[i]
+    return (lo + b) / 2
+
+
+@njit(cache=True)
 def _nearest_rank(vals, n, q):  # pragma: no cover - compiled
     """The ``q`` quantile (nearest rank) of ``vals[:n]`` as float64 (``vals`` is reordered)."""
     k = int(q * (n - 1) + 0.5)
-    return np.float64(np.partition(vals[:n], k)[k])
+    return np.float64(select_kth(vals, n, k))
 
 
 @njit(cache=True)
@@ -489,17 +570,11 @@ def rotated_valid(H2, W2, c, s, ox, oy, cx, cy, w, h):  # pragma: no cover - com
     return valid
 
 
-@njit(cache=True)
-def oriented_hough(xs, ys, gxs, gys, thetas, half_window, rho_off, n_rho):  # pragma: no cover
-    """Signed line accumulator for the two blade families of a rectangle.
-
-    Family 0 uses the normal ``(cos t, sin t)``, family 1 the normal ``(-sin t, cos t)``.
-    Each edge pixel votes only for the angles within ``half_window`` radians of its own
-    gradient direction, with weight ``g . n`` (signed: positive when the image brightens
-    along the normal), at ``rho = p . n + rho_off`` (1-pixel bins).
-    """
+@njit(cache=True, inline="always")
+def _hough_votes(xs, ys, gxs, gys, thetas, half_window, rho_off, acc):  # pragma: no cover
+    """Votes of :func:`oriented_hough` into ``acc`` (shape ``(2, nt, n_rho)``)."""
     nt = thetas.shape[0]
-    acc = np.zeros((2, nt, n_rho), dtype=np.float32)
+    n_rho = acc.shape[2]
     ct = np.cos(thetas)
     st = np.sin(thetas)
     t0 = thetas[0]
@@ -533,73 +608,176 @@ def oriented_hough(xs, ys, gxs, gys, thetas, half_window, rho_off, n_rho):  # pr
             b = int(rho + rho_off + 0.5)
             if 0 <= b < n_rho:
                 acc[fam, i, b] += wgt
+
+
+@njit(cache=True)
+def oriented_hough(xs, ys, gxs, gys, thetas, half_window, rho_off, n_rho):  # pragma: no cover
+    """Signed line accumulator for the two blade families of a rectangle.
+
+    Family 0 uses the normal ``(cos t, sin t)``, family 1 the normal ``(-sin t, cos t)``.
+    Each edge pixel votes only for the angles within ``half_window`` radians of its own
+    gradient direction, with weight ``g . n`` (signed: positive when the image brightens
+    along the normal), at ``rho = p . n + rho_off`` (1-pixel bins).
+    """
+    acc = np.zeros((2, thetas.shape[0], n_rho), dtype=np.float32)
+    _hough_votes(xs, ys, gxs, gys, thetas, half_window, rho_off, acc)
     return acc
 
 
 @njit(cache=True)
-def edge_tables(gx, gy, valid, tau, dil, tau_strong):  # pragma: no cover - compiled
-    """Indicator profiles and cumulative tables for rectangle hypothesis scoring.
+def hough_line_scores(xs, ys, gxs, gys, thetas, half_window, rho_off, n_rho):  # pragma: no cover
+    """``hough_angle_scores(oriented_hough(...))`` in one call, bit for bit.
 
-    Returns ``(prof, cum_col, cum_row)``. ``prof[k]`` (k = 0: gx > tau, 1: gx < -tau,
-    counted per column; 2: gy > tau, 3: gy < -tau, counted per row) locates blade
-    candidates. ``cum_col[k]`` (shape ``(H + 1, W)``) are cumulative counts down each
-    column of the indicators k = 0, 1 dilated by ``dil`` pixels along x, and of the valid
-    pixels (k = 2); ``cum_row[k]`` (shape ``(H, W + 1)``) the same along each row for the
-    indicators k = 2, 3 dilated along y (stored at k = 0, 1) and valid pixels (k = 2).
-    ``sat`` (shape ``(H + 1, W + 1)``) is the summed-area table of the strong edges
-    (``max(|gx|, |gy|) > tau_strong``).
+    The 3-bin sums are scanned only over the rho bins the edge pixels' bounding box can
+    reach (widened by 2 bins for rounding); elsewhere they are 0 and cannot raise a
+    maximum that starts at 0.
+    """
+    nt = thetas.shape[0]
+    acc = np.zeros((2, nt, n_rho), dtype=np.float32)
+    _hough_votes(xs, ys, gxs, gys, thetas, half_window, rho_off, acc)
+    out = np.zeros(nt)
+    if xs.shape[0] == 0:
+        return out
+    x0 = np.float64(xs.min())
+    x1 = np.float64(xs.max())
+    y0 = np.float64(ys.min())
+    y1 = np.float64(ys.max())
+    for i in range(nt):
+        c = math.cos(thetas[i])
+        s = math.sin(thetas[i])
+        tot = 0.0
+        for fam in range(2):
+            a = c if fam == 0 else -s
+            b_ = s if fam == 0 else c
+            r0 = min(a * x0, a * x1) + min(b_ * y0, b_ * y1)
+            r1 = max(a * x0, a * x1) + max(b_ * y0, b_ * y1)
+            blo = max(1, int(math.floor(r0 + rho_off)) - 2)
+            bhi = min(n_rho - 1, int(math.ceil(r1 + rho_off)) + 3)
+            best_p = 0.0
+            best_n = 0.0
+            row = acc[fam, i]
+            for b in range(blo, bhi):
+                v = row[b - 1] + row[b] + row[b + 1]
+                if v > best_p:
+                    best_p = v
+                if -v > best_n:
+                    best_n = -v
+            tot += best_p + best_n
+        out[i] = tot
+    return out
+
+
+@njit(cache=True)
+def rect_tables(gx, gy, valid, tau, dil, tau_strong, min_count, kmax):  # pragma: no cover
+    """Blade candidates and the cumulative tables that score rectangle hypotheses.
+
+    ``tau >= 0``. Indicator profiles ``prof[k]`` (k = 0: ``gx > tau``, 1: ``gx < -tau``, counted per
+    column over valid pixels; 2: ``gy > tau``, 3: ``gy < -tau``, counted per row) give the
+    candidates ``cands[k]``: :func:`profile_peaks` of ``prof[k]`` with ``min_count`` and
+    ``kmax``. Returns ``(cl, cr, ct, cb, cum_col, cum_row, sat)``:
+
+    * ``cum_col[k]`` (shape ``(H + 1, W)``): cumulative counts down each column of the
+      indicators k = 0, 1 dilated by ``dil`` pixels along x (counted on valid pixels), and
+      of the valid pixels (k = 2). **Only the candidate columns** (``cl`` and ``cr``) are
+      filled; the others are left unset (the scoring reads nothing else).
+    * ``cum_row[k]`` (shape ``(H, W + 1)``): the same along each row for the indicators
+      k = 2, 3 dilated along y (stored at k = 0, 1) and valid pixels (k = 2), filled only
+      on the candidate rows (``ct`` and ``cb``).
+    * ``sat`` (shape ``(H + 1, W + 1)``): summed-area table of the strong edges
+      (``max(|gx|, |gy|) > tau_strong``) on valid pixels.
     """
     H, W = gx.shape
     prof = np.zeros((4, max(H, W)), dtype=np.float32)
     # bits 1/2: gx > tau / gx < -tau, 4/8: gy > tau / gy < -tau, 16: valid, 32: strong
-    code = np.zeros((H, W), dtype=np.uint8)
+    code = np.empty((H, W), dtype=np.uint8)
+    sat = np.empty((H + 1, W + 1), dtype=np.int32)
+    sat[0, :] = 0
+    p0 = prof[0]
+    p1 = prof[1]
+    ntau = -tau
     for y in range(H):
-        for x in range(W):
-            if valid[y, x]:
-                v = 16
-                a = gx[y, x]
-                b = gy[y, x]
-                if a > tau:
-                    v |= 1
-                    prof[0, x] += 1.0
-                elif a < -tau:
-                    v |= 2
-                    prof[1, x] += 1.0
-                if b > tau:
-                    v |= 4
-                    prof[2, y] += 1.0
-                elif b < -tau:
-                    v |= 8
-                    prof[3, y] += 1.0
-                if max(abs(a), abs(b)) > tau_strong:
-                    v |= 32
-                code[y, x] = v
-    cum_col = np.zeros((3, H + 1, W), dtype=np.int32)
-    cum_row = np.zeros((3, H, W + 1), dtype=np.int32)
-    sat = np.zeros((H + 1, W + 1), dtype=np.int32)
-    for y in range(H):
-        ya = max(y - dil, 0)
-        yb = min(y + dil, H - 1)
+        vr = valid[y]
+        ar = gx[y]
+        br = gy[y]
+        cr = code[y]
+        n2 = 0
+        n3 = 0
+        for x in range(W):  # integer bit operations, no branches: the loop vectorises
+            ok = np.int32(vr[x] != 0)
+            a = ar[x]
+            b = br[x]
+            f0 = np.int32(a > tau) & ok
+            f1 = np.int32(a < ntau) & ok
+            f2 = np.int32(b > tau) & ok
+            f3 = np.int32(b < ntau) & ok
+            f5 = np.int32(max(abs(a), abs(b)) > tau_strong) & ok
+            cr[x] = np.uint8((ok << 4) | f0 | (f1 << 1) | (f2 << 2) | (f3 << 3) | (f5 << 5))
+            p0[x] += np.float32(f0)
+            p1[x] += np.float32(f1)
+            n2 += f2
+            n3 += f3
+        prof[2, y] += np.float32(n2)
+        prof[3, y] += np.float32(n3)
+        sa = sat[y]
+        sb = sat[y + 1]
+        sb[0] = 0
         run = 0
         for x in range(W):
-            v = code[y, x]
-            ok = (v >> 4) & 1
-            hx = 0
-            vy = 0
-            if ok:
-                for xx in range(max(x - dil, 0), min(x + dil, W - 1) + 1):
-                    hx |= code[y, xx]
-                for yy in range(ya, yb + 1):
-                    vy |= code[yy, x]
-            cum_col[0, y + 1, x] = cum_col[0, y, x] + (hx & 1)
-            cum_col[1, y + 1, x] = cum_col[1, y, x] + ((hx >> 1) & 1)
-            cum_col[2, y + 1, x] = cum_col[2, y, x] + ok
-            cum_row[0, y, x + 1] = cum_row[0, y, x] + ((vy >> 2) & 1)
-            cum_row[1, y, x + 1] = cum_row[1, y, x] + ((vy >> 3) & 1)
-            cum_row[2, y, x + 1] = cum_row[2, y, x] + ok
-            run += (v >> 5) & 1
-            sat[y + 1, x + 1] = sat[y, x + 1] + run
-    return prof, cum_col, cum_row, sat
+            run += cr[x] >> 5
+            sb[x + 1] = sa[x + 1] + run
+    cl = profile_peaks(prof[0], W, min_count, kmax)
+    cr_ = profile_peaks(prof[1], W, min_count, kmax)
+    ct = profile_peaks(prof[2], H, min_count, kmax)
+    cb = profile_peaks(prof[3], H, min_count, kmax)
+    cum_col = np.empty((3, H + 1, W), dtype=np.int32)
+    cum_row = np.empty((3, H, W + 1), dtype=np.int32)
+    for side in range(2):
+        cols = cl if side == 0 else cr_
+        for j in range(cols.shape[0]):
+            x = cols[j]
+            xa = max(x - dil, 0)
+            xb = min(x + dil, W - 1)
+            c0 = 0
+            c1 = 0
+            c2 = 0
+            cum_col[0, 0, x] = 0
+            cum_col[1, 0, x] = 0
+            cum_col[2, 0, x] = 0
+            for y in range(H):
+                if code[y, x] & 16:
+                    hx = 0
+                    for xx in range(xa, xb + 1):
+                        hx |= code[y, xx]
+                    c0 += hx & 1
+                    c1 += (hx >> 1) & 1
+                    c2 += 1
+                cum_col[0, y + 1, x] = c0
+                cum_col[1, y + 1, x] = c1
+                cum_col[2, y + 1, x] = c2
+    for side in range(2):
+        rows = ct if side == 0 else cb
+        for j in range(rows.shape[0]):
+            y = rows[j]
+            ya = max(y - dil, 0)
+            yb = min(y + dil, H - 1)
+            c0 = 0
+            c1 = 0
+            c2 = 0
+            cum_row[0, y, 0] = 0
+            cum_row[1, y, 0] = 0
+            cum_row[2, y, 0] = 0
+            for x in range(W):
+                if code[y, x] & 16:
+                    vy = 0
+                    for yy in range(ya, yb + 1):
+                        vy |= code[yy, x]
+                    c0 += (vy >> 2) & 1
+                    c1 += (vy >> 3) & 1
+                    c2 += 1
+                cum_row[0, y, x + 1] = c0
+                cum_row[1, y, x + 1] = c1
+                cum_row[2, y, x + 1] = c2
+    return cl, cr_, ct, cb, cum_col, cum_row, sat
 
 
 @njit(cache=True)
@@ -814,7 +992,7 @@ def fit_circle(x, y):  # pragma: no cover - compiled
         cx, cy, r, ok = ncx, ncy, math.sqrt(r2), True
         for k in range(n):
             res[k] = abs(math.sqrt((x[k] - cx) ** 2 + (y[k] - cy) ** 2) - r)
-        med = np.median(res[keep])
+        med = median_inplace(res[keep])
         lim = max(0.75, 4.45 * med)
         for k in range(n):
             keep[k] = res[k] <= lim
@@ -908,8 +1086,8 @@ def fit_parallel_lines(px, py, gid, ngroups, theta, fixed):  # pragma: no cover 
                 if keep[k] and gid[k] == g:
                     proj[j] = px[k] * nx + py[k] * ny
                     j += 1
-            med = np.median(proj)
-            mad = np.median(np.abs(proj - med))
+            med = median_inplace(proj)
+            mad = median_inplace(np.abs(proj - med))
             lim = max(0.75, 4.45 * mad)
             for k in range(n):
                 if keep[k] and gid[k] == g:

@@ -641,6 +641,18 @@ def memory_floor(src, out):  # pragma: no cover - compiled
 
 
 @nb.njit(**_JIT)
+def compact_finite(vals):  # pragma: no cover - compiled
+    """Move the finite values of ``vals`` to its front (in order); returns their number."""
+    m = 0
+    for i in range(vals.size):
+        v = vals[i]
+        if v == v and v != np.inf and v != -np.inf:
+            vals[m] = v
+            m += 1
+    return m
+
+
+@nb.njit(**_JIT)
 def finite_median(vals):  # pragma: no cover - compiled
     """``np.median`` of the finite values of a float32 array (``vals`` is reordered);
     returns (median as float32, number of finite values), NaN when there is none."""

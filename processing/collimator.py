@@ -84,6 +84,7 @@ _NOISE_K = 4.0  # edge threshold in units of the gradient noise
 _EXCESS_D = 3  # step-edge gradients: compared with the gradient this far to either side
 _MIN_STEP = 0.15  # median log step across a boundary (a dose ratio of about 1.16)
 _MIN_PEAK_GAP = 0.3  # the shuttered side stays this far (log) below the field's 95th percentile
+_SERIAL_MASK = 1 << 21  # masks up to this many pixels are filled on one thread (no wake-up)
 
 
 @dataclass
@@ -424,7 +425,7 @@ class _Search:
         threshold = max(0.25 * min(self.h, self.w), 12.0)
         if best is None or best[0] < threshold:
             score = 0.0 if best is None else best[0]
-            self.none_conf = float(np.clip(1.0 - score / threshold, 0.0, 1.0))
+            self.none_conf = float(min(max(1.0 - score / threshold, 0.0), 1.0))
             return None
         k = self.k
         shift = (k - 1) / 2.0
@@ -448,11 +449,10 @@ class _Search:
             np.arange(-_MAX_ANGLE_DEG, _MAX_ANGLE_DEG + 1e-6, _ANGLE_STEP_DEG)
         ).astype(np.float64)
         m = max(self.h, self.w)
-        acc = _k.oriented_hough(
+        score = _k.hough_line_scores(
             self.ex, self.ey, self.egx, self.egy, thetas,
             math.radians(_ANGLE_WINDOW_DEG), float(m + 2), 3 * m + 4,
         )
-        score = _k.hough_angle_scores(acc)
         order = np.argsort(-score)
         picked: list[int] = []
         for i in order:
@@ -497,13 +497,10 @@ class _Search:
         valid = _k.rotated_valid(H2, W2, c, s, ox, oy, cx, cy, w, h)
         gx, gy = _edge_gradients(rot_vst)
         tau_b = np.float32(self.tau)
-        prof, cum_col, cum_row, sat = _k.edge_tables(
-            gx, gy, valid, tau_b, 1, np.float32(_STRONG * tau_b)
+        *peaks, cum_col, cum_row, sat = _k.rect_tables(
+            gx, gy, valid, tau_b, 1, np.float32(_STRONG * tau_b), float(self.min_len), 5
         )
-        cands = [
-            list(_k.profile_peaks(prof[k], n, float(self.min_len), 5))
-            for k, n in ((0, W2), (1, W2), (2, H2), (3, H2))
-        ]
+        cands = [list(p) for p in peaks]
         for _ in range(8):
             arrs = [np.array([-1] + c, dtype=np.int64) for c in cands]
             score, il, ir, it, ib, sup = _k.score_rect_hypotheses(
@@ -546,17 +543,12 @@ class _Search:
 
     def _blade_groups(self, theta: float, bounds):
         """Sub-pixel edge points of every blade inside the image (one kernel call):
-        ``[(blade, points)]``, top/bottom points rotated to share the normal."""
-        px, py, blade = _k.blade_points(
+        ``(px, py, blade)`` in blade order, top/bottom points rotated to share the
+        normal (see :func:`processing._collimator_kernels.blade_points`)."""
+        return _k.blade_points(
             self.lin, math.cos(theta), math.sin(theta), np.asarray(bounds, np.float64),
             self.scale, self.floor, self.tau, 0.5 * _MIN_STEP,
         )
-        groups = []
-        for k in range(4):
-            if math.isfinite(bounds[k]):
-                sel = blade == k
-                groups.append((k, np.stack([px[sel], py[sel]], axis=1)))
-        return groups
 
     def _refine_rect(self, found: _Found) -> _Found:
         theta = found.theta
@@ -720,26 +712,27 @@ def _fit_circle(ex: np.ndarray, ey: np.ndarray):
 def _fit_common_angle(groups, theta: float, fixed: bool = False):
     """Total-least-squares fit of parallel lines sharing one normal ``(cos t, sin t)``.
 
-    ``groups`` holds ``(blade, points)`` (top/bottom points rotated so that all blades
-    share the normal); each blade gets its own offset, outliers are rejected (see
+    ``groups`` is ``(px, py, blade)``: edge points sorted by blade (top/bottom points
+    rotated so that all blades share the normal). Every blade with at least 4 points gets
+    its own offset, outliers are rejected (see
     :func:`processing._collimator_kernels.fit_parallel_lines`). Returns the angle (the
     input angle if the fit leaves the search range) and ``{blade: offset}``.
     """
-    pts = [p for _, p in groups if len(p) >= 4]
-    keys = [k for k, p in groups if len(p) >= 4]
-    if not pts:
+    px, py, blade = groups
+    counts = np.bincount(blade, minlength=4)
+    keys = [k for k in range(4) if counts[k] >= 4]
+    if not keys:
         return theta, {}
-    allp = np.concatenate(pts)
-    gid = np.repeat(np.arange(len(pts)), [len(p) for p in pts])
-    t, rho, cnt = _k.fit_parallel_lines(
-        np.ascontiguousarray(allp[:, 0]), np.ascontiguousarray(allp[:, 1]), gid, len(pts),
-        float(theta), bool(fixed),
-    )
+    gmap = np.full(4, -1, np.int64)
+    gmap[keys] = np.arange(len(keys))
+    gid = gmap[blade]
+    sel = gid >= 0
+    x = np.ascontiguousarray(px[sel])
+    y = np.ascontiguousarray(py[sel])
+    gid = np.ascontiguousarray(gid[sel])
+    t, rho, cnt = _k.fit_parallel_lines(x, y, gid, len(keys), float(theta), bool(fixed))
     if abs(math.degrees(t)) > _MAX_ANGLE_DEG + 2:
-        t, rho, cnt = _k.fit_parallel_lines(
-            np.ascontiguousarray(allp[:, 0]), np.ascontiguousarray(allp[:, 1]), gid,
-            len(pts), float(theta), True,
-        )
+        t, rho, cnt = _k.fit_parallel_lines(x, y, gid, len(keys), float(theta), True)
     return t, {k: float(rho[i]) for i, k in enumerate(keys) if cnt[i] >= 4}
 
 
@@ -782,14 +775,16 @@ def _to_full_resolution(found: _Found, f: int, mask: np.ndarray) -> CollimationR
         cx = found.center[0] * f + shift
         cy = found.center[1] * f + shift
         r = found.radius * f
-        _k.fill_circle_mask(mask, cx, cy, r)
+        fill = _k.fill_circle_mask_serial if mask.size <= _SERIAL_MASK else _k.fill_circle_mask
+        fill(mask, cx, cy, r)
         return CollimationResult(
             "circle", None, (float(cx), float(cy)), float(r), 0.0, found.confidence, mask
         )
     c, s = math.cos(found.theta), math.sin(found.theta)
     u0, u1, v0, v1 = (b * f + shift * (c + s) if i < 2 else b * f + shift * (c - s)
                       for i, b in enumerate(found.bounds))
-    _k.fill_rect_mask(mask, c, s, u0, u1, v0, v1)
+    fill = _k.fill_rect_mask_serial if mask.size <= _SERIAL_MASK else _k.fill_rect_mask
+    fill(mask, c, s, u0, u1, v0, v1)
     ext = np.array([[-0.5, -0.5], [w - 0.5, -0.5], [-0.5, h - 0.5], [w - 0.5, h - 0.5]])
     pu = ext @ np.array([c, s])
     pv = ext @ np.array([-s, c])

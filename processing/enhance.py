@@ -93,6 +93,22 @@ def transfer(x: np.ndarray, params: np.ndarray) -> np.ndarray:
     return g * x / (1.0 + kb * np.abs(x)) * (1.0 - nz * t4 / (t4 + x ** 4))
 
 
+def _finite_median(vals: np.ndarray) -> np.float32:
+    """``np.median`` of the finite values of a float32 array, as float32 (NaN when there
+    is none); ``vals`` is reordered. The values are compacted by a kernel and selected by
+    NumPy's introselect (several times faster than a compiled selection)."""
+    m = int(K.compact_finite(vals))
+    if m == 0:
+        return np.float32(np.nan)
+    part = vals[:m]
+    k = m // 2
+    part.partition(k)
+    hi = part[k]
+    if m % 2 == 1:
+        return hi
+    return (part[:k].max() + hi) / np.float32(2.0)
+
+
 def _down2(src: np.ndarray, out: np.ndarray) -> None:
     (K.down2 if out.size >= SERIAL_PIXELS else K.down2_serial)(src, out)
 
@@ -153,9 +169,9 @@ class Pyramid:
             n = K.abs_detail_samples_lut(src, lut, self.g[0], step, m, 1, self._samples)
         if n == 0:
             return 0.0
-        med, m = K.finite_median(self._samples[:n])
+        med = _finite_median(self._samples[:n])
         # float32 arithmetic, as for the numpy median of float32 samples
-        return float(1.4826 * np.float32(med)) if m else 0.0
+        return float(1.4826 * np.float32(med)) if med == med else 0.0
 
     def collapse(self, profile: Profile, noise_sigma: float,
                  mask: np.ndarray | None = None) -> None:

@@ -601,3 +601,174 @@ def test_check_blades_kernel_matches_reference():
         outcomes.add(got)
         cases += 1
     assert cases == 60 and len(outcomes) >= 3  # passes and failures of several blades
+
+
+# --------------------------------------------------------------------------------------------
+# Search kernels: Hough scores, blade tables, selection, small shapes
+# --------------------------------------------------------------------------------------------
+
+
+def ref_oriented_hough(xs, ys, gxs, gys, thetas, half_window, rho_off, n_rho):
+    """Plain-Python reference of the signed, oriented line accumulator."""
+    acc = np.zeros((2, len(thetas), n_rho), np.float64)
+    t0 = thetas[0]
+    dt = thetas[1] - thetas[0]
+    for x, y, gx, gy in zip(xs, ys, gxs, gys):
+        x, y, gx, gy = float(x), float(y), float(gx), float(gy)
+        fam = 0 if abs(gx) >= abs(gy) else 1
+        phi = math.atan(gy / gx) if fam == 0 else -math.atan(gx / gy)
+        i0 = max(math.ceil((phi - half_window - t0) / dt), 0)
+        i1 = min(math.floor((phi + half_window - t0) / dt), len(thetas) - 1)
+        for i in range(i0, i1 + 1):
+            c, s = math.cos(thetas[i]), math.sin(thetas[i])
+            nx, ny = (c, s) if fam == 0 else (-s, c)
+            b = int(x * nx + y * ny + rho_off + 0.5)
+            if 0 <= b < n_rho:
+                acc[fam, i, b] += gx * nx + gy * ny
+    return acc
+
+
+def ref_angle_scores(acc):
+    """NumPy reference of the per-angle line score: per family, the largest positive and
+    the largest negative 3-bin sum."""
+    a = acc.astype(np.float32)
+    v = a[:, :, :-2] + a[:, :, 1:-1] + a[:, :, 2:]
+    best_p = np.maximum(v.max(axis=2), 0.0).astype(np.float64)
+    best_n = np.maximum((-v).max(axis=2), 0.0).astype(np.float64)
+    return (best_p + best_n).sum(axis=0)
+
+
+def _edge_set(rng, n=400, size=90):
+    """Edge pixels along a few rotated lines plus noise, with gradients."""
+    xs, ys, gxs, gys = [], [], [], []
+    for ang, off, sign in ((4.0, 20.0, 1), (4.0, 70.0, -1), (-12.0, 15.0, 1), (0.0, 60.0, -1)):
+        t = math.radians(ang)
+        for u in np.linspace(5, size - 5, n // 8):
+            if abs(ang) < 10:  # a near-vertical blade: normal close to +x
+                x, y = off + u * math.sin(t), u
+                g = (sign * math.cos(t), sign * math.sin(t))
+            else:
+                x, y = u, off + u * math.sin(t)
+                g = (-sign * math.sin(t), sign * math.cos(t))
+            xs.append(round(x))
+            ys.append(round(y))
+            gxs.append(g[0] * rng.uniform(0.5, 1.5))
+            gys.append(g[1] * rng.uniform(0.5, 1.5))
+    m = n // 2
+    xs += list(rng.integers(0, size, m))
+    ys += list(rng.integers(0, size, m))
+    gxs += list(rng.normal(0, 0.5, m))
+    gys += list(rng.normal(0, 0.5, m))
+    f = np.float32
+    return (np.array(xs, f), np.array(ys, f), np.array(gxs, f), np.array(gys, f))
+
+
+def test_hough_line_scores_match_accumulator_and_reference():
+    rng = np.random.default_rng(11)
+    thetas = np.deg2rad(np.arange(-C._MAX_ANGLE_DEG, C._MAX_ANGLE_DEG + 1e-6,
+                                  C._ANGLE_STEP_DEG))
+    size = 90
+    args = (thetas, math.radians(C._ANGLE_WINDOW_DEG), float(size + 2), 3 * size + 4)
+    for _ in range(3):
+        xs, ys, gxs, gys = _edge_set(rng, size=size)
+        acc = K.oriented_hough(xs, ys, gxs, gys, *args)
+        np.testing.assert_allclose(acc, ref_oriented_hough(xs, ys, gxs, gys, *args),
+                                   rtol=1e-5, atol=1e-4)
+        got = K.hough_line_scores(xs, ys, gxs, gys, *args)
+        # bit for bit the scores of the full accumulator (the kernel scans a reduced range)
+        assert np.array_equal(got, K.hough_angle_scores(acc))
+        np.testing.assert_allclose(got, ref_angle_scores(acc), rtol=1e-6)
+        assert got.max() > 0 and np.argmax(got) != 0
+    empty = np.empty(0, np.float32)
+    assert not K.hough_line_scores(empty, empty, empty, empty, *args).any()
+
+
+def ref_rect_tables(gx, gy, valid, tau, dil, tau_strong):
+    """NumPy reference of the blade indicator profiles and full cumulative tables."""
+    ok = valid > 0
+    f = [ok & (gx > tau), ok & (gx < -tau), ok & (gy > tau), ok & (gy < -tau)]
+    H, W = gx.shape
+    prof = np.zeros((4, max(H, W)), np.float32)
+    prof[0, :W] = f[0].sum(axis=0)
+    prof[1, :W] = f[1].sum(axis=0)
+    prof[2, :H] = f[2].sum(axis=1)
+    prof[3, :H] = f[3].sum(axis=1)
+
+    def dilate(a, axis):
+        out = a.copy()
+        for o in range(1, dil + 1):
+            if axis == 1:
+                out[:, o:] |= a[:, :-o]
+                out[:, :-o] |= a[:, o:]
+            else:
+                out[o:] |= a[:-o]
+                out[:-o] |= a[o:]
+        return out & ok
+
+    cum_col = np.zeros((3, H + 1, W), np.int64)
+    cum_row = np.zeros((3, H, W + 1), np.int64)
+    for k, ind in enumerate((dilate(f[0], 1), dilate(f[1], 1), ok)):
+        cum_col[k, 1:] = np.cumsum(ind, axis=0)
+    for k, ind in enumerate((dilate(f[2], 0), dilate(f[3], 0), ok)):
+        cum_row[k, :, 1:] = np.cumsum(ind, axis=1)
+    strong = ok & (np.maximum(np.abs(gx), np.abs(gy)) > tau_strong)
+    sat = np.zeros((H + 1, W + 1), np.int64)
+    sat[1:, 1:] = strong.cumsum(axis=0).cumsum(axis=1)
+    return prof, cum_col, cum_row, sat
+
+
+@pytest.mark.parametrize("shape", [(70, 90), (91, 64)])
+def test_rect_tables_match_reference(shape):
+    rng = np.random.default_rng(12)
+    H, W = shape
+    yy, xx = np.mgrid[0:H, 0:W]
+    img = ((xx > 20) & (xx < W - 15) & (yy > 12) & (yy < H - 10)).astype(np.float32)
+    img += rng.normal(0, 0.08, shape).astype(np.float32)
+    gx = np.empty(shape, np.float32)
+    gy = np.empty(shape, np.float32)
+    K.edge_gradients(cv2.GaussianBlur(img, (5, 5), 1.0), 3, gx, gy)
+    valid = ((xx > 2) & (yy > 1) & (xx + yy < H + W - 12)).astype(np.uint8)
+    tau, strong, min_count = np.float32(0.1), np.float32(0.2), 6.0
+    cl, cr, ct, cb, cum_col, cum_row, sat = K.rect_tables(gx, gy, valid, tau, 1, strong,
+                                                          min_count, 5)
+    prof, rcol, rrow, rsat = ref_rect_tables(gx, gy, valid, tau, 1, strong)
+    for got, k, n in ((cl, 0, W), (cr, 1, W), (ct, 2, H), (cb, 3, H)):
+        assert np.array_equal(got, K.profile_peaks(prof[k], n, min_count, 5))
+    assert len(cl) and len(cr) and len(ct) and len(cb)  # the field has four blades
+    for x in set(cl) | set(cr):
+        assert np.array_equal(cum_col[:, :, x], rcol[:, :, x])
+    for y in set(ct) | set(cb):
+        assert np.array_equal(cum_row[:, y, :], rrow[:, y, :])
+    assert np.array_equal(sat, rsat)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 101, 1000])
+def test_select_kth_and_median_match_numpy(n):
+    rng = np.random.default_rng(n)
+    for trial in range(30):
+        a = rng.normal(size=n)
+        if trial % 3 == 0:
+            a = np.round(a)  # many ties
+        if trial % 5 == 0:
+            a = np.sort(a)[::-1].copy()
+        for dtype in (np.float32, np.float64):
+            b = a.astype(dtype)
+            k = int(rng.integers(0, n))
+            work = b.copy()
+            assert K.select_kth(work, n, k) == np.partition(b, k)[k]
+            assert np.all(work[:k] <= work[k]) and np.all(work[k:] >= work[k])
+        assert K.median_inplace(a.copy()) == np.median(a)
+    assert math.isnan(K.median_inplace(np.empty(0)))
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (7, 1), (2, 2), (5, 3), (4, 9), (9, 4)])
+@pytest.mark.parametrize("d", [1, 3])
+def test_edge_gradients_small_shapes_match_reference(shape, d):
+    rng = np.random.default_rng(14)
+    img = rng.random(shape).astype(np.float32)
+    dx = np.empty_like(img)
+    dy = np.empty_like(img)
+    K.edge_gradients(img, d, dx, dy)
+    rx, ry = ref_edge_gradients(img, d)
+    np.testing.assert_allclose(dx, rx, atol=1e-6)
+    np.testing.assert_allclose(dy, ry, atol=1e-6)

@@ -237,3 +237,27 @@ def test_fused_work_image_gives_the_standalone_collimation(sim, pipe):
     np.testing.assert_array_equal(r.collimation.corners, ref.corners)
     assert r.collimation.confidence == ref.confidence
     np.testing.assert_array_equal(r.collimation.mask, ref.mask)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 6, 1000, 4097])
+def test_noise_median_matches_numpy_and_kernel(n):
+    from processing import _kernels as K
+    from processing.enhance import _finite_median
+
+    rng = np.random.default_rng(n)
+    for trial in range(12):
+        vals = np.abs(rng.normal(size=n)).astype(np.float32)
+        if trial % 3 == 1:
+            vals[rng.integers(0, n, max(1, n // 8))] = np.nan
+        if trial % 4 == 2:
+            vals[rng.integers(0, n, max(1, n // 8))] = -np.inf
+        finite = vals[np.isfinite(vals)]
+        got = _finite_median(vals.copy())
+        med, m = K.finite_median(vals.copy())
+        assert m == finite.size
+        if m == 0:
+            assert np.isnan(got)
+            continue
+        assert type(got) is np.float32 and got == med == np.float32(np.median(finite))
+        work = vals.copy()
+        assert K.compact_finite(work) == m and np.array_equal(work[:m], finite)
