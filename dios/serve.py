@@ -97,7 +97,7 @@ def build_services(config: Config, engine: Any, db: Any = None, *,
     auth = AuthService(db, config.data_dir, **(auth_options or {}))
     catalog = CatalogService(config.data_dir)
     study = StudyService(db, catalog, UidFactory(config.uid_root), product=config.product,
-                         data_dir=config.data_dir)
+                         data_dir=config.data_dir, station=config.station_name)
     if recover:
         study.recover()
     study.subscribe(study_events_to_hub(engine.hub))

@@ -1164,3 +1164,21 @@ def test_recovery_moves_are_in_the_transition_table():
     assert set(RECOVERY) == {"expose_status", "image_status"}
     for field, (old, new) in RECOVERY.items():
         assert can_move(field, old, new)
+
+
+def test_recover_resets_only_this_consoles_exposures(any_svc, tmp_path):
+    """Consoles sharing one database: recovery at one console's start leaves another
+    console's exposure in progress alone."""
+    from dios.study.service import StudyService
+
+    room1 = any_svc
+    room1.station = "ROOM1"
+    room2 = StudyService(room1.db, room1.catalog, room1.uids, product=room1.product,
+                         data_dir=tmp_path / "room2", station="ROOM2")
+    study = room1.register(seed_register_request())
+    sops = [im["sop_instance_id"] for im in _images(study)]
+    room1.mark_exposing(sops[0])
+    room2.mark_exposing(sops[1])
+    assert room2.recover()["reset"] == [sops[1]]
+    assert room1.image(sops[0])["expose_status"] == "Exposing"  # untouched
+    assert room1.recover()["reset"] == [sops[0]]

@@ -125,7 +125,8 @@ class StudyService:
 
     def __init__(self, db: Database, catalog: Any, uids: UidFactory, *, product: str = "DROS",
                  data_dir: str | os.PathLike[str] | None = None,
-                 clock: Callable[[], datetime] | None = None, tz: tzinfo | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, tz: tzinfo | None = None,
+                 station: str = "") -> None:
         if product not in PRODUCTS:
             raise ValueError(f"product must be one of {PRODUCTS}")
         self.db = db
@@ -133,6 +134,8 @@ class StudyService:
         self.uids = uids
         self.product = product
         self.data_dir = Path(data_dir).resolve() if data_dir is not None else None
+        #: this console's station name: recorded on images it exposes (see :meth:`recover`)
+        self.station = station
         self._clock = clock or (lambda: datetime.now(UTC))
         self._tz = tz or datetime.now().astimezone().tzinfo
         self._id_lock = threading.Lock()
@@ -772,7 +775,7 @@ class StudyService:
             check_transition("image_status", image["image_status"], "EXPOSING", sop_uid)
             tx.update_versioned("images", "sop_instance_id", sop_uid, image["version"], {
                 "expose_status": "Exposing", "image_status": "EXPOSING",
-                "updated_at": iso_utc(self._now())})
+                "exposing_station": self.station, "updated_at": iso_utc(self._now())})
             changes: dict[str, Any] = {}
             self._reopen(study, changes)
             if changes:
@@ -889,12 +892,16 @@ class StudyService:
         file and committing it, temporary files of an interrupted atomic write) are
         removed; nothing outside those two directories is touched. Returns
         ``{"reset": [sop uids], "removed": [file paths]}``.
+
+        Only exposures of this console's :attr:`station` are reset, so that consoles
+        sharing one database do not reset each other's exposure in progress.
         """
         reset: list[str] = []
         with self.db.transaction() as tx:
             rows = tx.query("SELECT sop_instance_id, study_id, expose_status, image_status, "
-                            "version FROM images WHERE expose_status = 'Exposing' "
-                            "OR image_status = 'EXPOSING' ORDER BY sop_instance_id", [])
+                            "version FROM images WHERE (expose_status = 'Exposing' "
+                            "OR image_status = 'EXPOSING') AND exposing_station = ? "
+                            "ORDER BY sop_instance_id", [self.station])
             now = iso_utc(self._now())
             for row in rows:
                 changes: dict[str, Any] = {"updated_at": now}
