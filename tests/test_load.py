@@ -36,7 +36,9 @@ VIEWS = ["View_DX_T_A_SK_AP_00", "View_DX_T_A_SK_LAT_00", "View_DX_T_A_SK_Specia
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
-    c = start_console(tmp_path_factory.mktemp("load"))
+    # clock x50 (not x200): the detector's 300 s arm window must stay longer than what
+    # 50 busy clients on 2 cores can delay between arming and the X-rays (6 s here)
+    c = start_console(tmp_path_factory.mktemp("load"), clock_scale=50.0)
     yield c
     c.stop()
 

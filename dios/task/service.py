@@ -414,7 +414,18 @@ class TaskService:
             try:
                 return fut.result(timeout)
             except FutureTimeout:
-                raise DiosError(TIMEOUT, f"image {sop} not stored within {timeout:g} s") from None
+                with self._lock:
+                    taken = self._armed is None or self._armed.sop_instance_uid != sop
+                    if not taken:  # no frame yet: disarm, a late frame is stored nowhere
+                        self._armed = None
+                if not taken:
+                    raise DiosError(TIMEOUT, f"no frame for image {sop} within {timeout:g} s") from None
+            # the frame arrived and is being stored: the reply must say how that ended, so
+            # that a client never hears TIMEOUT for an image that is then saved
+            try:
+                return fut.result(timeout)
+            except FutureTimeout:
+                raise DiosError(TIMEOUT, f"image {sop} not stored within {2 * timeout:g} s") from None
         except DiosError:
             with self._lock:
                 if self._armed is not None and self._armed.sop_instance_uid == sop:
