@@ -135,7 +135,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
             try:
                 image = services.task.expose(sop, client="dios-cli")
             finally:
-                sub.close()
+                sub.close(drain=2.0)  # print the last progress lines before the summary
             outcome = services.task.last_outcome
             dicom_path = services.task.image_path(sop)
         finally:

@@ -76,12 +76,16 @@ class Subscription:
                 self.errors += 1
                 log.exception("event subscriber %s raised", self.pattern)
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.hub._remove(self)
-        self.offer(_STOP)  # type: ignore[arg-type]
+    def close(self, drain: float = 0.0) -> None:
+        """Stop receiving; with ``drain`` > 0, wait up to that many seconds for the events
+        already queued to be delivered."""
+        if not self.closed:
+            self.closed = True
+            self.hub._remove(self)
+            self.offer(_STOP)  # type: ignore[arg-type]
+        t = self._thread
+        if drain > 0 and t is not None and t is not threading.current_thread():
+            t.join(drain)
 
     def __enter__(self) -> Subscription:
         return self

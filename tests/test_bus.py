@@ -371,3 +371,22 @@ def test_unparsable_parameter_is_bad_parameter_on_the_bus(bus):
     for text in ("+-5", "²", "١٢", "1_00"):
         r = bus.request(Request("DIOS/DEVICE/Lamp", "SetParam_Level", text))
         assert r.code == codes.BAD_PARAMETER.hex, (text, r.code)
+
+
+def test_close_with_drain_delivers_what_was_queued():
+    hub = EventHub()
+    got: list = []
+    gate = threading.Event()
+
+    def slow(ev):
+        gate.wait(2)
+        got.append(ev.name)
+
+    sub = hub.subscribe("DIOS/DEVICE/*", slow)
+    from dios.messages import Event
+
+    for i in range(3):
+        hub.publish(Event("DIOS/DEVICE/X", EventKind.PARAM, f"e{i}"))
+    threading.Timer(0.05, gate.set).start()
+    sub.close(drain=5)
+    assert got == ["e0", "e1", "e2"]
