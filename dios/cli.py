@@ -142,6 +142,8 @@ def cmd_acquire(args: argparse.Namespace) -> int:
             services.task.close()
     assert outcome is not None
     outcome.dicom_path = dicom_path
+    if outcome.preview_path is not None:
+        outcome.preview_path = Path(outcome.preview_path).resolve()
     info = summary(outcome)
     info["study"] = {"study_id": study["study_id"], "sop_instance_uid": sop,
                      "expose_status": image.get("expose_status"),
