@@ -165,7 +165,9 @@ def _chest(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for side, cx in ((-1, -0.34), (1, 0.34)):
         r2 = _ellipse_r2(x, y, cx, -0.08, 0.27, 0.56, angle_deg=side * 6.0)
         lungs += _chord(r2) ** 0.6
-    heart = _chord(_ellipse_r2(x, y, 0.09, 0.24, 0.27, 0.24, angle_deg=-25.0))
+    # the frame is seen from the tube, as a PA chest lands on the panel: the patient's
+    # left (the heart) on the image's left; the view's ImageHorizontalFlip turns it for display
+    heart = _chord(_ellipse_r2(x, y, -0.09, 0.24, 0.27, 0.24, angle_deg=25.0))
     vessels = _smooth_noise(x.shape, max(1.0, x.shape[0] / 400), seed=11)
     lung_air = 13.0 * lungs * (1.0 - np.clip(1.6 * heart, 0.0, 1.0))
     lung_air *= 1.0 - 0.12 * np.clip(vessels, -2.0, 2.0)
