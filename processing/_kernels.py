@@ -354,6 +354,39 @@ def gather_samples(img, step, mask, mscale, gate, gate_max, out):  # pragma: no 
 
 
 @nb.njit(**_JIT)
+def gather_pairs(img, ref, step, mask, mscale, out_ref, out_img):  # pragma: no cover
+    """The samples of :func:`gather_samples` on ``ref`` (no gate) into ``out_ref`` and,
+    at the same pixels, those of ``img`` into ``out_img``; returns their number."""
+    h, w = ref.shape
+    use_mask = mask.size > 1
+    n = 0
+    for i in range(0, h, step):
+        for j in range(0, w, step):
+            if use_mask and not mask[i * mscale, j * mscale]:
+                continue
+            v = ref[i, j]
+            if v != v:
+                continue
+            out_ref[n] = v
+            out_img[n] = img[i, j]
+            n += 1
+    return n
+
+
+@nb.njit(**_JIT)
+def compact_gated(vals, gate, gate_max, out):  # pragma: no cover - compiled
+    """The non-NaN ``vals[k]`` with ``gate[k] < gate_max`` into ``out`` in order; returns
+    their number."""
+    n = 0
+    for k in range(vals.size):
+        v = vals[k]
+        if gate[k] < gate_max and v == v:
+            out[n] = v
+            n += 1
+    return n
+
+
+@nb.njit(**_JIT)
 def minmax_hist_1d(vals, nbins, hist):  # pragma: no cover - compiled
     """:func:`minmax_f32` then :func:`hist_f32` (into ``hist``, over the sampled finite
     range) of the samples ``vals`` (no NaN). Returns (lo, hi, finite count), the range
@@ -373,8 +406,18 @@ def minmax_hist_1d(vals, nbins, hist):  # pragma: no cover - compiled
         n += 1
     if n == 0:
         return np.float64(lo), np.float64(hi), n
-    flo = np.float64(lo)
-    fhi = np.float64(hi)
+    flo, fhi = hist_range_1d(vals, np.float64(lo), np.float64(hi), nbins, hist)
+    return flo, fhi, n
+
+
+@nb.njit(**_JIT)
+def hist_range_1d(vals, lo, hi, nbins, hist):  # pragma: no cover - compiled
+    """The histogram pass of :func:`minmax_hist_1d` given the samples' finite min ``lo``
+    and max ``hi`` (float64): every sample of ``vals`` is binned into ``hist`` over
+    [lo, hi) (hi widened when ``hi <= lo``). Returns the range (lo, hi) the histogram
+    spans."""
+    flo = lo
+    fhi = hi
     if fhi <= flo:
         fhi = flo + max(abs(flo) * 1e-6, 1e-6)
     # the same float64 arithmetic as hist_f32 with lo/hi passed as Python floats
@@ -386,7 +429,7 @@ def minmax_hist_1d(vals, nbins, hist):  # pragma: no cover - compiled
         elif b >= nbins:
             b = nbins - 1
         hist[b] += 1
-    return flo, fhi, n
+    return flo, fhi
 
 
 @nb.njit(**_JIT)

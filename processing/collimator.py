@@ -672,10 +672,9 @@ class _Search:
         li, lo = self.log[inner], self.log[outer]
         if li.size < 8 or lo.size < 8:
             return 0.0
-        if not _region_ok(li, lo, self.log[::2, ::2][m_in[::2, ::2]],
-                          self.log[::2, ::2][~m_out[::2, ::2]]):
-            return 0.0
-        return _quantile(li, 0.5) - _quantile(lo, 0.5)
+        ok, step = _region_test(li, lo, self.log[::2, ::2][m_in[::2, ::2]],
+                                self.log[::2, ::2][~m_out[::2, ::2]])
+        return step if ok else 0.0
 
 
 def _quantile(a: np.ndarray, q: float) -> float:
@@ -691,14 +690,21 @@ def _region_ok(inner: np.ndarray, outer_near: np.ndarray, inside: np.ndarray,
     The band just inside must be clearly brighter than the band just outside, and the
     shuttered side (scatter only) must hold nothing brighter than the field does.
     """
+    return _region_test(inner, outer_near, inside, outside)[0]
+
+
+def _region_test(inner: np.ndarray, outer_near: np.ndarray, inside: np.ndarray,
+                 outside: np.ndarray) -> tuple[bool, float]:
+    """:func:`_region_ok` and the median step across the boundary (NaN when a band
+    holds fewer than 8 samples)."""
     if inner.size < 8 or outer_near.size < 8:
-        return True
+        return True, math.nan
     step = _quantile(inner, 0.5) - _quantile(outer_near, 0.5)
     if step < _MIN_STEP:
-        return False
+        return False, step
     if outside.size < 8 or inside.size < 8:
-        return True
-    return _quantile(outside, 0.95) <= _quantile(inside, 0.95) - _MIN_PEAK_GAP
+        return True, step
+    return _quantile(outside, 0.95) <= _quantile(inside, 0.95) - _MIN_PEAK_GAP, step
 
 
 def _fit_circle(ex: np.ndarray, ey: np.ndarray):

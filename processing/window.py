@@ -105,9 +105,11 @@ def _check_mask(mask: np.ndarray | None, shape: tuple[int, int], what: str
     return np.ascontiguousarray(mask).view(np.uint8), s
 
 
-def _percentile(hist: np.ndarray, lo: float, hi: float, q: float) -> float:
-    """Percentile ``q`` (0-100) of a histogram over [lo, hi), linear within the bin."""
-    n = int(hist.sum())
+def _percentile(hist: np.ndarray, lo: float, hi: float, q: float,
+                total: int | None = None) -> float:
+    """Percentile ``q`` (0-100) of a histogram over [lo, hi), linear within the bin
+    (``total``: ``hist.sum()`` when the caller knows it)."""
+    n = int(hist.sum()) if total is None else int(total)
     if n <= 0:
         return float("nan")
     target = q / 100.0 * n
@@ -125,11 +127,37 @@ def _hist(img, step, mask, ms, gate, gmax, nbins):
     vals = np.empty(-(-h // step) * -(-w // step),
                     np.float64 if img.dtype == np.float64 else np.float32)
     m = K.gather_samples(img, step, mask, ms, gate, gmax, vals)
+    return _range_hist(vals[:m], nbins)
+
+
+def _range_hist(vals, nbins):
+    """Histogram of gathered samples (no NaN) between their finite min and max:
+    ``(hist, lo, hi, finite count)`` or None without a finite sample."""
+    m = vals.size
+    if m == 0:
+        return None
     hist = np.zeros(nbins, np.int64)
-    vmin, vmax, n = K.minmax_hist_1d(vals[:m], nbins, hist)
+    # the gathered samples hold no NaN: numpy's (vectorised) min and max are the finite
+    # range unless a sample is infinite, which the kernel's finite scan handles
+    lo, hi = vals.min(), vals.max()
+    if math.isinf(lo) or math.isinf(hi):
+        vmin, vmax, n = K.minmax_hist_1d(vals, nbins, hist)
+    else:
+        vmin, vmax = K.hist_range_1d(vals, float(lo), float(hi), nbins, hist)
+        n = m
     if n == 0:
         return None
     return hist, float(vmin), float(vmax), n
+
+
+def _pairs(image, ref, step, mask, ms):
+    """``ref``'s non-NaN samples (in the field) and ``image``'s at the same pixels."""
+    h, w = ref.shape
+    n = -(-h // step) * -(-w // step)
+    rv = np.empty(n, np.float32)
+    iv = np.empty(n, np.float32)
+    m = K.gather_pairs(image, ref, step, mask, ms, rv, iv)
+    return rv[:m], iv[:m]
 
 
 def auto_window(image: np.ndarray, field_mask: np.ndarray | None = None, *,
@@ -192,10 +220,21 @@ def auto_window(image: np.ndarray, field_mask: np.ndarray | None = None, *,
     if step < 1:
         raise ValueError("auto_window: step must be >= 1")
 
-    href = _hist(ref, step, mask, ms, _DUMMY_GATE, 0.0, nbins)
+    # float32 image and reference (the pipeline): both are sampled in one pass and the
+    # anatomy samples are then taken from the pairs (the gate is the reference itself)
+    paired = image.dtype == np.float32 and ref.dtype == np.float32
+    if paired:
+        pairs = _pairs(image, ref, step, mask, ms)
+        href = _range_hist(pairs[0], nbins)
+    else:
+        href = _hist(ref, step, mask, ms, _DUMMY_GATE, 0.0, nbins)
     if href is None and mask is not _DUMMY_MASK:  # empty field: fall back to the image
         mask, ms = _DUMMY_MASK, 1
-        href = _hist(ref, step, mask, ms, _DUMMY_GATE, 0.0, nbins)
+        if paired:
+            pairs = _pairs(image, ref, step, mask, ms)
+            href = _range_hist(pairs[0], nbins)
+        else:
+            href = _hist(ref, step, mask, ms, _DUMMY_GATE, 0.0, nbins)
     if href is None:
         raise ValueError("auto_window: the image has no finite sample")
     hist, rlo, rhi, n_field = href
@@ -204,8 +243,13 @@ def auto_window(image: np.ndarray, field_mask: np.ndarray | None = None, *,
         gmax = top + math.log(direct_exposure_ratio)
     else:
         gmax = top * direct_exposure_ratio if top > 0 else math.inf
-    gate = np.ascontiguousarray(ref, dtype=np.float32)
-    got = _hist(image, step, mask, ms, gate, gmax, nbins)
+    if paired:
+        rv, iv = pairs
+        out = np.empty(iv.size, np.float32)
+        got = _range_hist(out[:K.compact_gated(iv, rv, gmax, out)], nbins)
+    else:
+        gate = np.ascontiguousarray(ref, dtype=np.float32)
+        got = _hist(image, step, mask, ms, gate, gmax, nbins)
     if got is None or got[3] < MIN_ANATOMY_FRACTION * n_field:
         got = _hist(image, step, mask, ms, _DUMMY_GATE, 0.0, nbins)
     assert got is not None
@@ -255,16 +299,20 @@ def exposure_stats(raw_corrected: np.ndarray, field_mask: np.ndarray | None,
         K.hist_f32(img, lo, hi, hist.size, step, mask, ms, _DUMMY_GATE, 0.0, hist)
     if n == 0:
         return 0.0, 0
-    top = _percentile(hist, lo, hi, DIRECT_PERCENTILE)
+    # every sample of the uint16 histogram lies in a bin: its sum is n
+    total = n if img.dtype == np.uint16 else int(hist.sum())
+    top = _percentile(hist, lo, hi, DIRECT_PERCENTILE, total)
     cut = int((top * direct_exposure_ratio - lo) / (hi - lo) * hist.size)
     anat = hist[:max(cut, 0)]
-    if anat.sum() < MIN_ANATOMY_FRACTION * n:
+    n_anat = int(anat.sum()) if anat.size < hist.size else total
+    if n_anat < MIN_ANATOMY_FRACTION * n:
         anat = hist
+        n_anat = total
     hi_a = lo + (hi - lo) * anat.size / hist.size
-    voi = _percentile(anat, lo, hi_a, 50.0)
+    voi = _percentile(anat, lo, hi_a, 50.0, n_anat)
     if img.dtype == np.uint16:
         voi -= 0.5  # integer bins: bin b holds the value b, centred at b + 0.5
-    return max(float(voi), 0.0), int(anat.sum())
+    return max(float(voi), 0.0), n_anat
 
 
 def exposure_index(raw_corrected: np.ndarray, field_mask: np.ndarray | None,

@@ -772,3 +772,23 @@ def test_edge_gradients_small_shapes_match_reference(shape, d):
     rx, ry = ref_edge_gradients(img, d)
     np.testing.assert_allclose(dx, rx, atol=1e-6)
     np.testing.assert_allclose(dy, ry, atol=1e-6)
+
+
+def test_region_test_gives_region_ok_and_the_median_step():
+    rng = np.random.default_rng(17)
+    outcomes = set()
+    for _ in range(80):
+        inner = rng.normal(rng.uniform(-0.5, 1.0), 0.2, rng.integers(3, 300))
+        outer = rng.normal(0.0, 0.2, rng.integers(3, 300))
+        inside = rng.normal(1.0, 0.3, rng.integers(3, 400))
+        outside = rng.normal(rng.uniform(-0.5, 1.5), 0.3, rng.integers(3, 400))
+        ok, step = C._region_test(inner, outer, inside, outside)
+        assert ok == C._region_ok(inner, outer, inside, outside)
+        if inner.size < 8 or outer.size < 8:
+            assert ok and math.isnan(step)
+            continue
+        ref = float(np.sort(inner)[int(0.5 * (inner.size - 1) + 0.5)]
+                    - np.sort(outer)[int(0.5 * (outer.size - 1) + 0.5)])
+        assert step == ref
+        outcomes.add(ok)
+    assert outcomes == {True, False}

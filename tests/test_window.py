@@ -246,3 +246,77 @@ def test_gathered_histogram_matches_minmax_then_hist(dtype):
     const = np.full((20, 20), 5.0, dtype)
     hist, lo, hi, n = _hist(const, 1, dummy_m, 1, dummy_g, 0.0, 64)
     assert lo == 5.0 and hi > lo and n == 400 and hist.sum() == 400
+
+
+def test_hist_range_1d_matches_numpy_reference():
+    rng = np.random.default_rng(21)
+    for dtype in (np.float32, np.float64):
+        for vals in (rng.normal(3.0, 2.0, 5001).astype(dtype),
+                     np.full(37, -2.5, dtype), np.array([1.0], dtype)):
+            lo, hi = float(vals.min()), float(vals.max())
+            hist = np.zeros(300, np.int64)
+            flo, fhi = K.hist_range_1d(vals, lo, hi, 300, hist)
+            ref_hi = hi if hi > lo else lo + max(abs(lo) * 1e-6, 1e-6)
+            assert (flo, fhi) == (lo, ref_hi)
+            b = np.clip(((vals.astype(np.float64) - lo) * (300 / (ref_hi - lo)))
+                        .astype(np.int64), 0, 299)
+            np.testing.assert_array_equal(hist, np.bincount(b, minlength=300))
+            # the same as the combined min/max + histogram kernel
+            ref = np.zeros(300, np.int64)
+            assert K.minmax_hist_1d(vals, 300, ref) == (flo, fhi, vals.size)
+            np.testing.assert_array_equal(hist, ref)
+
+
+def test_percentile_with_known_total_matches_summing():
+    from processing.window import _percentile
+
+    hist = np.random.default_rng(4).integers(0, 50, 700).astype(np.int64)
+    for q in (0.0, 0.5, 50.0, 99.0, 100.0):
+        assert _percentile(hist, -1.0, 6.0, q, int(hist.sum())) == \
+            _percentile(hist, -1.0, 6.0, q)
+
+
+def test_gather_pairs_and_compact_gated_match_numpy():
+    rng = np.random.default_rng(12)
+    img = rng.random((61, 83)).astype(np.float32)
+    ref = rng.random((61, 83)).astype(np.float32)
+    img[3, ::4] = np.nan
+    ref[10, ::3] = np.nan
+    mask = np.zeros((122, 166), np.uint8)
+    mask[10:100, 20:150] = 1
+    dummy = np.zeros((1, 1), np.uint8)
+    for m, ms in ((dummy, 1), (mask, 2)):
+        for step in (1, 2, 3):
+            n_all = -(-61 // step) * -(-83 // step)
+            rv = np.empty(n_all, np.float32)
+            iv = np.empty(n_all, np.float32)
+            n = K.gather_pairs(img, ref, step, m, ms, rv, iv)
+            sel = ~np.isnan(ref[::step, ::step])
+            if m.size > 1:
+                sel &= m[::step * ms, ::step * ms].astype(bool)
+            np.testing.assert_array_equal(rv[:n], ref[::step, ::step][sel])
+            np.testing.assert_array_equal(iv[:n], img[::step, ::step][sel])
+            out = np.empty(n, np.float32)
+            k = K.compact_gated(iv[:n], rv[:n], 0.6, out)
+            keep = (rv[:n] < 0.6) & ~np.isnan(iv[:n])
+            np.testing.assert_array_equal(out[:k], iv[:n][keep])
+
+
+def test_auto_window_paired_sampling_matches_separate_passes():
+    # a float32 reference takes the paired path, the same values as float64 the
+    # separate gather passes: the results must be identical
+    rng = np.random.default_rng(13)
+    yy, xx = np.mgrid[0:120, 0:150]
+    ref = (np.log1p(xx + yy) + 0.05 * rng.standard_normal((120, 150))).astype(np.float32)
+    ref[:, 120:] = ref.max() + 1.0  # direct exposure
+    img = (ref + 0.1 * rng.standard_normal((120, 150))).astype(np.float32)
+    img[7, ::5] = np.nan
+    ref[9, ::7] = np.nan
+    field = np.zeros((240, 300), bool)
+    field[20:220, 30:290] = True
+    for fm in (None, field, np.zeros((240, 300), bool)):
+        for kw in ({}, {"direct_exposure_ratio": 0.999}, {"step": 2}):
+            a = auto_window(img, fm, reference=ref, log_domain=True, **kw)
+            b = auto_window(img, fm, reference=ref.astype(np.float64), log_domain=True,
+                            **kw)
+            assert a == b
