@@ -52,7 +52,13 @@ from dios.messages import Event, EventKind, Reply, Request
 from dios.store.files import PRIVATE_DIR, PRIVATE_FILE, make_private
 from dios.uids import UidFactory, is_valid_uid
 from dios.uri import DETECTOR, GENERATOR, parse
-from dios.workflow.exposure import ExposureOutcome, ExposurePlan, apply_technique, check
+from dios.workflow.exposure import (
+    ExposureOutcome,
+    ExposurePlan,
+    apply_technique,
+    check,
+    process_frame,
+)
 
 log = logging.getLogger("dios.task")
 
@@ -528,11 +534,8 @@ class TaskService:
         try:
             self._progress("process", 60, tx, client, sop)
             view = plan.view
-            result = self._pipeline(view.get("img_proc_id") or "default").run(
-                frame.pixels, self.engine.detector.calibration,
-                counts_per_ugy=frame.mode.counts_per_ugy, target_ei=view.get("TargetEXI"),
-                rotate=int(view.get("ImageRotate", 0) or 0),
-                hflip=str(view.get("ImageHorizontalFlip", "NO")).upper() in ("YES", "TRUE", "1"))
+            result = process_frame(self._pipeline(view.get("img_proc_id") or "default"), frame,
+                                   self.engine.detector.calibration, view)
             if record is None:
                 t = plan.technique
                 record = ExposureRecord(t.kv, t.ma, t.ms, t.mas, t.focus, 0.0, 0.0)

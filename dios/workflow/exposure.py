@@ -131,14 +131,7 @@ def run_exposure(engine: Any, plan: ExposurePlan, *, pipeline: Any = None,
     say("process", f"profile {plan.view.get('img_proc_id', 'default')}")
     if pipeline is None:
         pipeline = Pipeline(plan.view.get("img_proc_id") or "default")
-    result = pipeline.run(
-        frame.pixels,
-        fpd.calibration,
-        counts_per_ugy=frame.mode.counts_per_ugy,
-        target_ei=plan.view.get("TargetEXI"),
-        rotate=int(plan.view.get("ImageRotate", 0) or 0),
-        hflip=_flag(plan.view.get("ImageHorizontalFlip", False)),
-    )
+    result = process_frame(pipeline, frame, fpd.calibration, plan.view)
     for stage, ms in result.timings.items():
         timings[f"pipeline.{stage}"] = ms
     lap("process")
@@ -153,6 +146,19 @@ def run_exposure(engine: Any, plan: ExposurePlan, *, pipeline: Any = None,
     lap("store")
     timings["total"] = (time.perf_counter() - t_all) * 1000.0
     return outcome
+
+
+def process_frame(pipeline: Any, frame: Frame, calibration: Any, view: dict[str, Any]) -> Any:
+    """Run ``pipeline`` on a detector frame with the view's processing settings
+    (target EI, rotation, horizontal flip) and the detector's calibration factor."""
+    return pipeline.run(
+        frame.pixels,
+        calibration,
+        counts_per_ugy=frame.mode.counts_per_ugy,
+        target_ei=view.get("TargetEXI"),
+        rotate=int(view.get("ImageRotate", 0) or 0),
+        hflip=_flag(view.get("ImageHorizontalFlip", False)),
+    )
 
 
 def _expose(bus: Any, gen: Any, fpd: Any, watch: Watcher, plan: ExposurePlan, tx: str,
