@@ -277,14 +277,15 @@ def profile_edges(lin, bx, by, nx, ny, scale, floor, tau, min_step):  # pragma: 
 
 
 @njit(cache=True)
-def blade_points(lin, c, s, bounds, scale, floor, tau, min_step):  # pragma: no cover
+def blade_points(lin, c, s, bounds, scale, floor, tau, min_step,
+                 spacing):  # pragma: no cover
     """Sub-pixel edge points along the blades of a rectangle, all blades in one call.
 
     The rectangle is ``u0 <= n.p <= u1``, ``v0 <= n_perp.p <= v1`` with ``n = (c, s)``,
     ``n_perp = (-s, c)`` and ``bounds = (u0, u1, v0, v1)`` (an infinite bound is a blade
     outside the image and gets no points). Along each blade ``k`` (0 left, 1 right, 2 top,
-    3 bottom) base points 1 pixel apart, 2 pixels in from the ends of its extent over the
-    image, are refined by :func:`profile_edges` along the inward normal; the points whose
+    3 bottom) base points ``spacing`` pixels apart, 2 pixels in from the ends of its extent
+    over the image, are refined by :func:`profile_edges` along the inward normal; the points whose
     profile shows a step are returned as ``(px, py, blade)``, those of the top and bottom
     blades rotated to ``(y, -x)`` so that every blade shares the normal ``n``.
     """
@@ -309,7 +310,7 @@ def blade_points(lin, c, s, bounds, scale, floor, tau, min_step):  # pragma: no 
         hi = min(hi, pmax) - 2.0
         if hi - lo < 4:
             continue
-        lens[k] = int(math.ceil(hi - lo))
+        lens[k] = int(math.ceil((hi - lo) / spacing))
         los[k] = lo
         npt += lens[k]
     bx = np.empty(npt)
@@ -328,7 +329,7 @@ def blade_points(lin, c, s, bounds, scale, floor, tau, min_step):  # pragma: no 
         inward = 1.0 if k == 0 or k == 2 else -1.0
         start = m
         for i in range(lens[k]):
-            t = los[k] + i * 1.0
+            t = los[k] + i * spacing
             x = bounds[k] * n0 + t * a0
             y = bounds[k] * n1 + t * a1
             if x >= 1 and x <= w - 2 and y >= 1 and y <= h - 2:

@@ -622,6 +622,23 @@ def latitude(g, mean, factor, out):  # pragma: no cover - compiled
             out[i, j] = mean + factor * (g[i, j] - mean)
 
 
+@nb.njit(**_JIT)
+def _window_table(win, n, out):  # pragma: no cover - compiled
+    """out[q] = the DICOM linear window of code q for q < n (see :func:`final_pass`)."""
+    xlo = win[0]
+    xhi = win[1]
+    a = win[2]
+    b = win[3] + 0.5
+    for q in range(n):
+        qf = np.float64(q)
+        y = min(max(qf * a + b, 0.0), 255.0)
+        if qf <= xlo:
+            y = 0.0
+        if qf > xhi:
+            y = 255.0
+        out[q] = np.uint8(np.int32(y))
+
+
 @nb.njit(**_PJIT, fastmath=True)
 def final_pass(src, lut, g1, c1, tr, hi, scale, maxcode, win,
                out_img, out_prev):  # pragma: no cover - compiled
@@ -631,7 +648,8 @@ def final_pass(src, lut, g1, c1, tr, hi, scale, maxcode, win,
     maxcode) (inverted: high dose is dark, MONOCHROME2); out_img = code; out_prev is the
     DICOM linear window of code, win = (x_low, x_high, slope, intercept) in float64:
     0 for code <= x_low, 255 for code > x_high, else floor(code * slope + intercept + 0.5)
-    clipped to 0..255 (identical to :func:`processing.window.voi_lut`).
+    clipped to 0..255 (identical to :func:`processing.window.voi_lut`), looked up in a
+    table of ``maxcode + 1`` entries built first.
     """
     h, w = src.shape
     ws = g1.shape[1]
@@ -642,10 +660,9 @@ def final_pass(src, lut, g1, c1, tr, hi, scale, maxcode, win,
     nz = np.float32(tr[3])
     half = np.float32(0.5)
     zero = np.float32(0.0)
-    xlo = win[0]
-    xhi = win[1]
-    a = win[2]
-    b = win[3] + 0.5
+    ncodes = np.int64(maxcode) + 1
+    ptab = np.empty(ncodes, np.uint8)
+    _window_table(win, ncodes, ptab)
     for c in nb.prange(nchunks):
         tmp = np.empty(ws, np.float32)
         ug = np.empty(w, np.float32)
@@ -663,15 +680,9 @@ def final_pass(src, lut, g1, c1, tr, hi, scale, maxcode, win,
                 v = uc[j] + _transfer(xr[j] - ug[j], gg, kb, t4, nz)
                 cc = (hi - v) * scale + half
                 cc = min(max(cc, zero), maxcode)
-                q = np.int32(cc)
-                oi[j] = np.uint16(q)
-                qf = np.float64(q)
-                y = min(max(qf * a + b, 0.0), 255.0)
-                if qf <= xlo:
-                    y = 0.0
-                if qf > xhi:
-                    y = 255.0
-                op[j] = np.uint8(np.int32(y))
+                oi[j] = np.uint16(np.int32(cc))
+            for j in range(w):
+                op[j] = ptab[oi[j]]
 
 
 @nb.njit(**_PJIT)

@@ -84,6 +84,7 @@ _NOISE_K = 4.0  # edge threshold in units of the gradient noise
 _EXCESS_D = 3  # step-edge gradients: compared with the gradient this far to either side
 _MIN_STEP = 0.15  # median log step across a boundary (a dose ratio of about 1.16)
 _MIN_PEAK_GAP = 0.3  # the shuttered side stays this far (log) below the field's 95th percentile
+_BLADE_POINTS = 256  # refined edge points along a blade spanning the work image
 _SERIAL_MASK = 1 << 21  # masks up to this many pixels are filled on one thread (no wake-up)
 
 
@@ -382,6 +383,9 @@ class _Search:
         else:
             self.slin = small
         self.h, self.w = self.slin.shape
+        #: distance between the blade points refined in the work image: about
+        #: ``_BLADE_POINTS`` points along a blade that spans the image
+        self.spacing = max(1.0, max(small.shape) / _BLADE_POINTS)
 
     # ---------------------------------------------------------------- pixel level
     def _prepare(self) -> bool:
@@ -547,7 +551,7 @@ class _Search:
         normal (see :func:`processing._collimator_kernels.blade_points`)."""
         return _k.blade_points(
             self.lin, math.cos(theta), math.sin(theta), np.asarray(bounds, np.float64),
-            self.scale, self.floor, self.tau, 0.5 * _MIN_STEP,
+            self.scale, self.floor, self.tau, 0.5 * _MIN_STEP, self.spacing,
         )
 
     def _refine_rect(self, found: _Found) -> _Found:

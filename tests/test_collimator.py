@@ -480,7 +480,7 @@ def test_field_mask_helper_matches_kernel_convention():
     assert C._clip_polygon(np.array([[-1, -1], [5, -1], [5, 5], [-1, 5.0]]), 0, 0, 3, 3).shape[1] == 2
 
 
-def ref_blade_points(lin, theta, bounds, k, scale, floor, tau, min_step):
+def ref_blade_points(lin, theta, bounds, k, scale, floor, tau, min_step, spacing):
     """NumPy reference of the blade-point sampling (one blade), profiles by the kernel."""
     c, s = math.cos(theta), math.sin(theta)
     n = np.array([c, s])
@@ -498,7 +498,7 @@ def ref_blade_points(lin, theta, bounds, k, scale, floor, tau, min_step):
     hi = min(hi, proj.max()) - 2.0
     if hi - lo < 4:
         return np.empty((0, 2))
-    t = lo + np.arange(int(math.ceil(hi - lo)), dtype=float)
+    t = lo + spacing * np.arange(int(math.ceil((hi - lo) / spacing)), dtype=float)
     base = bounds[k] * normal[None, :] + t[:, None] * along[None, :]
     inside = ((base[:, 0] >= 1) & (base[:, 0] <= w - 2) & (base[:, 1] >= 1)
               & (base[:, 1] <= h - 2))
@@ -515,11 +515,12 @@ def ref_blade_points(lin, theta, bounds, k, scale, floor, tau, min_step):
     return pts
 
 
+@pytest.mark.parametrize("spacing", [1.0, 2.0, 1.5])
 @pytest.mark.parametrize("theta_deg", [0.0, 4.0, -11.0])
 @pytest.mark.parametrize("bounds", [(60.0, 200.0, 50.0, 170.0),
                                     (-math.inf, 180.0, 30.0, math.inf),
                                     (20.0, 21.5, 40.0, 300.0)])
-def test_blade_points_kernel_matches_reference(theta_deg, bounds):
+def test_blade_points_kernel_matches_reference(theta_deg, bounds, spacing):
     rng = np.random.default_rng(2)
     h, w = 220, 256
     theta = math.radians(theta_deg)
@@ -529,7 +530,7 @@ def test_blade_points_kernel_matches_reference(theta_deg, bounds):
     inside = (u >= bounds[0]) & (u <= bounds[1]) & (v >= bounds[2]) & (v <= bounds[3])
     lin = (np.where(inside, 1000.0, 150.0) + rng.normal(0, 10, (h, w))).astype(np.float32)
     lin = cv2.GaussianBlur(lin, (5, 5), 1.0)
-    args = (1000.0, 10.0, 0.01, 0.075)
+    args = (1000.0, 10.0, 0.01, 0.075, spacing)
     px, py, blade = K.blade_points(lin, c, s, np.array(bounds), *args)
     total = 0
     for k in range(4):
@@ -543,7 +544,7 @@ def test_blade_points_kernel_matches_reference(theta_deg, bounds):
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
         total += len(ref)
     assert total == len(px)
-    assert total > 100  # the wide field really has blades to sample
+    assert total > 100 / spacing  # the wide field really has blades to sample
 
 
 def ref_check_blades(rot, valid, pos):
