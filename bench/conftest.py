@@ -7,6 +7,7 @@ JSON written by ``--benchmark-json``.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -84,15 +85,18 @@ def record_row():
 
 def format_table(rows: list[dict]) -> str:
     """The bench table (one row per size) as text."""
-    head = ("size", "total ms", "MP/s", "corr", "coll", "enh", "win", "out", "floor ms",
-            "x floor", "peer ms", "peer/ours", "peak x raw", "first frame s")
+    head = ("size", "total ms", "max ms", "MP/s", "corr", "coll", "enh", "win", "out",
+            "mixed ms", "floor ms", "x floor", "peer ms", "peer/ours", "peak x raw",
+            "first frame s")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         s = r["stages_ms"]
         lines.append(" | ".join([
-            r["size"], f"{r['total_ms']:.1f}", f"{r['mp_per_s']:.0f}",
+            r["size"], f"{r['total_ms']:.2f}", f"{r.get('total_max_ms', math.nan):.1f}",
+            f"{r['mp_per_s']:.0f}",
             f"{s['corrections']:.1f}", f"{s['collimation']:.1f}", f"{s['enhancement']:.1f}",
-            f"{s['window']:.1f}", f"{s['output']:.1f}", f"{r['floor_ms']:.2f}",
+            f"{s['window']:.1f}", f"{s['output']:.1f}",
+            f"{r.get('mixed_ms', r['total_ms']):.2f}", f"{r['floor_ms']:.2f}",
             f"{r['ratio_floor']:.1f}", f"{r['peer_ms']:.0f}", f"{r['ratio_peer']:.1f}",
             f"{r['peak_extra_x_raw']:.2f}", f"{r['first_frame_s']:.2f}",
         ]))

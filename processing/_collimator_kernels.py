@@ -429,6 +429,34 @@ def _nearest_rank(vals, n, q):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def search_vst(img, inv_hi, vst):  # pragma: no cover - compiled
+    """``vst = sqrt(max(img, 0) * inv_hi)`` (float32) and the absolute Laplacian residuals
+    ``|4 v - up - down - left - right|`` of ``vst`` on every other row (rows 1, 3, ...,
+    columns 1 .. w - 2; an empty array for an image under 3 pixels on a side), evaluated
+    in float32 in the order ``4 v[i, j] - v[i - 1, j] - v[i + 1, j] - v[i, j - 1] -
+    v[i, j + 1]``."""
+    h, w = img.shape
+    for i in range(h):
+        for j in range(w):
+            vst[i, j] = np.float32(math.sqrt(max(img[i, j], np.float32(0.0)) * inv_hi))
+    nr = (h - 1) // 2 if h > 2 else 0
+    nc = w - 2 if w > 2 else 0
+    res = np.empty(nr * nc, np.float32)
+    m = 0
+    four = np.float32(4.0)
+    for r in range(nr):
+        i = 1 + 2 * r
+        for j in range(1, w - 1):
+            v = four * vst[i, j] - vst[i - 1, j]
+            v = v - vst[i + 1, j]
+            v = v - vst[i, j - 1]
+            v = v - vst[i, j + 1]
+            res[m] = abs(v)
+            m += 1
+    return res
+
+
+@njit(cache=True)
 def _band(rot, valid, k, p, d0, d1, ya, yz, xa, xz, buf):  # pragma: no cover - compiled
     """Valid pixels of ``rot`` in the band ``d0..d1`` pixels inward of blade ``k`` at ``p``
     (every second row/column of the band when it is 16 or more pixels deep) into ``buf``;

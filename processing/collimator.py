@@ -299,11 +299,6 @@ def _validate(frame: np.ndarray, work_size: int, out_mask: np.ndarray | None) ->
     return np.ascontiguousarray(frame)
 
 
-def _no_contrast(small: np.ndarray) -> bool:
-    hi = float(small.max())
-    return hi <= 0.0 or hi - float(small.min()) <= 1e-6 * max(abs(hi), 1.0)
-
-
 # --------------------------------------------------------------------------------------------
 # The search at work resolution
 # --------------------------------------------------------------------------------------------
@@ -390,25 +385,29 @@ class _Search:
     # ---------------------------------------------------------------- pixel level
     def _prepare(self) -> bool:
         small = self.slin
-        step = max(1, max(self.h, self.w) // 128)
-        sub = small[::step, ::step]
-        hi = _quantile(sub.ravel(), 0.995)
-        if _no_contrast(small) or hi <= 0.0 or min(self.h, self.w) < _MIN_SEARCH:
+        # the 99.5th percentile (nearest rank) scales everything; max and min tell
+        # whether there is any contrast at all
+        top = float(small.max())
+        if top <= 0.0 or top - float(small.min()) <= 1e-6 * max(abs(top), 1.0):
+            return False
+        hi = _quantile(small.ravel(), 0.995)
+        if hi <= 0.0 or min(self.h, self.w) < _MIN_SEARCH:
             return False
         # square root for edges: quantum noise has the same spread at every dose there
-        # (variance-stabilising), so one threshold holds across field and shutter
+        # (variance-stabilising), so one threshold holds across field and shutter; the
+        # pixel noise comes from a Laplacian residual of it (blind to smooth ramps),
+        # on every other row
         self.floor = hi * _LOG_OFFSET
         self.scale = hi
-        vst = np.sqrt(np.maximum(small, 0.0) * np.float32(1.0 / hi))
+        vst = np.empty_like(small)
+        resid = _k.search_vst(small, np.float32(1.0 / hi), vst)
+        resid = _quantile_inplace(resid, 0.5) if resid.size else 0.0
         self.vst = cv2.GaussianBlur(vst, (5, 5), 1.0, borderType=cv2.BORDER_REPLICATE)
         # log(x + c) for dose ratios (region tests); c keeps the darkest areas tame
         self.log = np.log(self.vst * self.vst + np.float32(_LOG_OFFSET))
         self.gx, self.gy = _edge_gradients(self.vst)
-        # pixel noise from a Laplacian residual (blind to smooth ramps), turned into the
-        # noise of the step-edge gradient
-        r = 4.0 * vst[1:-1:2, 1:-1] - vst[:-2:2, 1:-1] - vst[2::2, 1:-1] - vst[1:-1:2, :-2] \
-            - vst[1:-1:2, 2:]
-        sigma = 1.4826 * _quantile(np.abs(r).ravel(), 0.5) / math.sqrt(20.0)
+        # the residual's noise turned into the noise of the step-edge gradient
+        sigma = 1.4826 * resid / math.sqrt(20.0)
         self.tau = max(_NOISE_K * sigma * _gradient_noise_gain(), _MIN_EDGE)
         self.ex, self.ey, self.egx, self.egy, self.sx, self.sy = _k.collect_edges(
             self.gx, self.gy, np.float32(1.4 * self.tau), np.float32(_STRONG * self.tau)
@@ -685,6 +684,13 @@ def _quantile(a: np.ndarray, q: float) -> float:
     """The ``q`` quantile (nearest rank) of a 1-D array, cheaply."""
     k = int(q * (a.size - 1) + 0.5)
     return float(np.partition(a, k)[k])
+
+
+def _quantile_inplace(a: np.ndarray, q: float) -> float:
+    """:func:`_quantile` of a scratch array, which it reorders."""
+    k = int(q * (a.size - 1) + 0.5)
+    a.partition(k)
+    return float(a[k])
 
 
 def _region_ok(inner: np.ndarray, outer_near: np.ndarray, inside: np.ndarray,

@@ -793,3 +793,17 @@ def test_region_test_gives_region_ok_and_the_median_step():
         assert step == ref
         outcomes.add(ok)
     assert outcomes == {True, False}
+
+
+@pytest.mark.parametrize("shape", [(128, 128), (37, 90), (3, 5), (2, 9)])
+def test_search_vst_matches_numpy(shape):
+    rng = np.random.default_rng(9)
+    img = (rng.gamma(2.0, 300.0, shape) - 50.0).astype(np.float32)  # some negatives
+    inv = np.float32(1.0 / 900.0)
+    vst = np.empty_like(img)
+    res = K.search_vst(img, inv, vst)
+    ref = np.sqrt(np.maximum(img, 0.0) * inv)
+    assert np.array_equal(vst, ref)
+    r = 4.0 * ref[1:-1:2, 1:-1] - ref[:-2:2, 1:-1] - ref[2::2, 1:-1] - ref[1:-1:2, :-2] \
+        - ref[1:-1:2, 2:]
+    assert np.array_equal(res, np.abs(r).ravel())
