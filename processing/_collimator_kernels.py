@@ -601,23 +601,35 @@ def rotated_valid(H2, W2, c, s, ox, oy, cx, cy, w, h):  # pragma: no cover - com
 
 @njit(cache=True, inline="always")
 def _hough_votes(xs, ys, gxs, gys, thetas, half_window, rho_off, acc):  # pragma: no cover
-    """Votes of :func:`oriented_hough` into ``acc`` (shape ``(2, nt, n_rho)``)."""
+    """Votes of :func:`oriented_hough` into ``acc`` (shape ``(2, nt, n_rho)``).
+
+    Two passes: each edge pixel's family and angle range first, then its votes (rows of
+    ``acc`` flattened to ``fam * nt + i``, the normals tabulated per row).
+    """
     nt = thetas.shape[0]
     n_rho = acc.shape[2]
-    ct = np.cos(thetas)
-    st = np.sin(thetas)
+    n = xs.shape[0]
+    na = np.empty(2 * nt)
+    nb_ = np.empty(2 * nt)
+    for i in range(nt):
+        c = math.cos(thetas[i])
+        s = math.sin(thetas[i])
+        na[i] = c
+        nb_[i] = s
+        na[nt + i] = -s
+        nb_[nt + i] = c
     t0 = thetas[0]
     dt = thetas[1] - thetas[0] if nt > 1 else 1.0
-    for k in range(xs.shape[0]):
+    r0 = np.empty(n, np.int64)
+    r1 = np.empty(n, np.int64)
+    for k in range(n):
         gx = gxs[k]
         gy = gys[k]
-        x = xs[k]
-        y = ys[k]
         if abs(gx) >= abs(gy):
-            fam = 0
+            base = 0
             phi = math.atan(gy / gx)
         else:
-            fam = 1
+            base = nt
             phi = -math.atan(gx / gy)
         i0 = int(math.ceil((phi - half_window - t0) / dt))
         i1 = int(math.floor((phi + half_window - t0) / dt))
@@ -625,18 +637,21 @@ def _hough_votes(xs, ys, gxs, gys, thetas, half_window, rho_off, acc):  # pragma
             i0 = 0
         if i1 > nt - 1:
             i1 = nt - 1
-        for i in range(i0, i1 + 1):
-            c = ct[i]
-            s = st[i]
-            if fam == 0:
-                rho = x * c + y * s
-                wgt = gx * c + gy * s
-            else:
-                rho = -x * s + y * c
-                wgt = -gx * s + gy * c
+        r0[k] = base + i0
+        r1[k] = base + i1
+    flat = acc.reshape(2 * nt, n_rho)
+    for k in range(n):
+        x = np.float64(xs[k])
+        y = np.float64(ys[k])
+        gx = np.float64(gxs[k])
+        gy = np.float64(gys[k])
+        for r in range(r0[k], r1[k] + 1):
+            a = na[r]
+            b_ = nb_[r]
+            rho = x * a + y * b_
             b = int(rho + rho_off + 0.5)
             if 0 <= b < n_rho:
-                acc[fam, i, b] += wgt
+                flat[r, b] += gx * a + gy * b_
 
 
 @njit(cache=True)
