@@ -164,6 +164,47 @@ def correct_down2_area_lut(raw, offset, gain, lut, out, g1, f,
                 g1[p, j] = np.float32(0.25) * (x0[2 * j] + x0[2 * j + 1] + x1[2 * j] + x1[2 * j + 1])
 
 
+@nb.njit(**_PJIT)
+def correct_down2_pair_lut(raw, offset, gain, lut, out, g1, small):  # pragma: no cover
+    """:func:`correct_down2_area_lut` for ``f = 2``: the work image is the 2 x 2 block
+    mean of ``out``, the same blocks as ``g1``'s, so both come from the same row pair.
+
+    ``small`` has ``g1``'s shape. Every sum is of at most four uint16 values and the
+    scale is a power of two, so the result is bit-identical to the general kernel's
+    (edge blocks cut by an odd height or width average their valid pixels the same way).
+    """
+    h, w = raw.shape
+    ho, wo = g1.shape
+    nchunks = (ho + CHUNK - 1) // CHUNK
+    q = np.float32(0.25)
+    hf = np.float32(0.5)
+    for c in nb.prange(nchunks):
+        x0 = np.empty(w + 1, np.float32)
+        x1 = np.empty(w + 1, np.float32)
+        for p in range(c * CHUNK, min((c + 1) * CHUNK, ho)):
+            r0 = 2 * p
+            r1 = min(r0 + 1, h - 1)
+            o0 = out[r0]
+            o1 = out[r1]
+            _correct_row(raw[r0], offset[r0], gain[r0], lut, o0, x0)
+            if r1 != r0:
+                _correct_row(raw[r1], offset[r1], gain[r1], lut, o1, x1)
+                for j in range(w // 2):
+                    small[p, j] = q * ((np.float32(o0[2 * j]) + np.float32(o1[2 * j]))
+                                       + (np.float32(o0[2 * j + 1]) + np.float32(o1[2 * j + 1])))
+                if w % 2:
+                    small[p, wo - 1] = hf * (np.float32(o0[w - 1]) + np.float32(o1[w - 1]))
+            else:
+                for j in range(w + 1):
+                    x1[j] = x0[j]
+                for j in range(w // 2):
+                    small[p, j] = hf * (np.float32(o0[2 * j]) + np.float32(o0[2 * j + 1]))
+                if w % 2:
+                    small[p, wo - 1] = np.float32(o0[w - 1])
+            for j in range(wo):
+                g1[p, j] = np.float32(0.25) * (x0[2 * j] + x0[2 * j + 1] + x1[2 * j] + x1[2 * j + 1])
+
+
 @nb.njit(**_JIT)
 def _area_block(src, f, bi, bj, small):  # pragma: no cover - compiled
     h, w = src.shape

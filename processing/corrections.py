@@ -163,7 +163,10 @@ def correct_reduce(raw: np.ndarray, maps: CalibrationMaps | None, out: np.ndarra
                 or not small.flags.c_contiguous):
             raise ValueError("correct_reduce: small must be C-contiguous float32 of shape "
                              "(ceil(h / f), ceil(w / f))")
-        K.correct_down2_area_lut(raw, maps.offset, maps.gain, lut, out, g1, f, small)
+        if f == 2:
+            K.correct_down2_pair_lut(raw, maps.offset, maps.gain, lut, out, g1, small)
+        else:
+            K.correct_down2_area_lut(raw, maps.offset, maps.gain, lut, out, g1, f, small)
     if plan is None:
         plan = DefectPlan(maps.defect)
     plan.apply(out)
