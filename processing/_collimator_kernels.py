@@ -128,8 +128,9 @@ def edge_gradients(img, d, dx, dy):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline="always")
-def _rect_row(mask, y, c, s, u0, u1, v0, v1):  # pragma: no cover - compiled
-    W = mask.shape[1]
+def _rect_span(W, y, c, s, u0, u1, v0, v1):  # pragma: no cover - compiled
+    """First and last column of row ``y`` inside the rotated rectangle (empty: last <
+    first); see :func:`fill_rect_mask`."""
     lo = 0.0
     hi = W - 1.0
     # u constraint: c*x in [u0 - s*y, u1 - s*y]
@@ -154,35 +155,43 @@ def _rect_row(mask, y, c, s, u0, u1, v0, v1):  # pragma: no cover - compiled
         hi = min(hi, -b1 / s)
     elif not (b0 <= 0.0 <= b1):
         hi = -1.0
-    row = mask[y]
     if hi < lo:
-        row[:] = False
-        return
-    xa = max(int(math.ceil(lo - 1e-9)), 0)
-    xb = min(int(math.floor(hi + 1e-9)), W - 1)
-    row[:xa] = False
-    row[xa:xb + 1] = True
-    row[xb + 1:] = False
+        return 0, -1
+    return max(int(math.ceil(lo - 1e-9)), 0), min(int(math.floor(hi + 1e-9)), W - 1)
 
 
 @njit(cache=True, inline="always")
-def _circle_row(mask, y, cx, cy, r):  # pragma: no cover - compiled
-    W = mask.shape[1]
-    row = mask[y]
+def _circle_span(W, y, cx, cy, r):  # pragma: no cover - compiled
+    """First and last column of row ``y`` inside the disc (empty: last < first)."""
     dy = y - cy
     d = r * r - dy * dy
     if d < 0.0:
-        row[:] = False
-        return
+        return 0, -1
     half = math.sqrt(d)
-    xa = max(int(math.ceil(cx - half - 1e-9)), 0)
-    xb = min(int(math.floor(cx + half + 1e-9)), W - 1)
+    return (max(int(math.ceil(cx - half - 1e-9)), 0),
+            min(int(math.floor(cx + half + 1e-9)), W - 1))
+
+
+@njit(cache=True, inline="always")
+def _fill_span(row, xa, xb):  # pragma: no cover - compiled
     if xb < xa:
         row[:] = False
         return
     row[:xa] = False
     row[xa:xb + 1] = True
     row[xb + 1:] = False
+
+
+@njit(cache=True, inline="always")
+def _rect_row(mask, y, c, s, u0, u1, v0, v1):  # pragma: no cover - compiled
+    xa, xb = _rect_span(mask.shape[1], y, c, s, u0, u1, v0, v1)
+    _fill_span(mask[y], xa, xb)
+
+
+@njit(cache=True, inline="always")
+def _circle_row(mask, y, cx, cy, r):  # pragma: no cover - compiled
+    xa, xb = _circle_span(mask.shape[1], y, cx, cy, r)
+    _fill_span(mask[y], xa, xb)
 
 
 @njit(parallel=True, cache=True)
@@ -215,6 +224,82 @@ def fill_circle_mask_serial(mask, cx, cy, r):  # pragma: no cover - compiled
     """:func:`fill_circle_mask` on one thread, for small masks."""
     for y in range(mask.shape[0]):
         _circle_row(mask, y, cx, cy, r)
+
+
+@njit(cache=True, inline="always")
+def _copy_difference(row, a, b, c, d, out, n):  # pragma: no cover - compiled
+    """Append ``row[x]`` for x in [a, b] but not in [c, d] (empty when last < first) to
+    ``out`` from ``n`` on, in order; returns the new count."""
+    if b < a:
+        return n
+    if d < c or d < a or c > b:
+        for x in range(a, b + 1):
+            out[n] = row[x]
+            n += 1
+        return n
+    for x in range(a, min(c - 1, b) + 1):
+        out[n] = row[x]
+        n += 1
+    for x in range(max(d + 1, a), b + 1):
+        out[n] = row[x]
+        n += 1
+    return n
+
+
+@njit(cache=True)
+def contrast_samples(img, circle, c, s, u0, u1, v0, v1, cx, cy, r):  # pragma: no cover
+    """Samples of ``img`` for the region test of a field boundary.
+
+    The field is the rectangle ``u0 <= c*x + s*y <= u1``, ``v0 <= -s*x + c*y <= v1`` or,
+    when ``circle``, the disc of centre ``(cx, cy)`` and radius ``r``; ``S(g)`` is the field
+    grown by ``g`` pixels (rasterised as :func:`fill_rect_mask` / :func:`fill_circle_mask`
+    do). Returns ``(inner, outer, inside, outside)``: the pixels of ``S(-1.5)`` not in
+    ``S(-6)``, of ``S(6)`` not in ``S(1.5)``, and on every second row and column those in
+    ``S(-1.5)`` and those not in ``S(1.5)``, each in row-major order.
+    """
+    h, w = img.shape
+    inner = np.empty(h * w, img.dtype)
+    outer = np.empty(h * w, img.dtype)
+    inside = np.empty(h * w, img.dtype)
+    outside = np.empty(h * w, img.dtype)
+    ni = 0
+    no = 0
+    nin = 0
+    nout = 0
+    for y in range(h):
+        # spans of S(-1.5), S(-6), S(1.5), S(6) on this row
+        if circle:
+            a0, b0 = _circle_span(w, y, cx, cy, max(r - 1.5, 0.0))
+            a1, b1 = _circle_span(w, y, cx, cy, max(r - 6.0, 0.0))
+            a2, b2 = _circle_span(w, y, cx, cy, max(r + 1.5, 0.0))
+            a3, b3 = _circle_span(w, y, cx, cy, max(r + 6.0, 0.0))
+        else:
+            a0, b0 = _rect_span(w, y, c, s, u0 + 1.5, u1 - 1.5, v0 + 1.5, v1 - 1.5)
+            a1, b1 = _rect_span(w, y, c, s, u0 + 6.0, u1 - 6.0, v0 + 6.0, v1 - 6.0)
+            a2, b2 = _rect_span(w, y, c, s, u0 - 1.5, u1 + 1.5, v0 - 1.5, v1 + 1.5)
+            a3, b3 = _rect_span(w, y, c, s, u0 - 6.0, u1 + 6.0, v0 - 6.0, v1 + 6.0)
+        row = img[y]
+        # inner: [a0, b0] minus [a1, b1]; outer: [a3, b3] minus [a2, b2] (each one or
+        # two runs of columns, in order)
+        ni = _copy_difference(row, a0, b0, a1, b1, inner, ni)
+        no = _copy_difference(row, a3, b3, a2, b2, outer, no)
+        if y % 2 == 0:
+            # every second column: inside [a0, b0], outside not in [a2, b2]
+            for x in range(a0 + (a0 & 1), b0 + 1, 2):
+                inside[nin] = row[x]
+                nin += 1
+            if b2 < a2:
+                for x in range(0, w, 2):
+                    outside[nout] = row[x]
+                    nout += 1
+            else:
+                for x in range(0, a2, 2):
+                    outside[nout] = row[x]
+                    nout += 1
+                for x in range(b2 + 1 + ((b2 + 1) & 1), w, 2):
+                    outside[nout] = row[x]
+                    nout += 1
+    return inner[:ni], outer[:no], inside[:nin], outside[:nout]
 
 
 @njit(cache=True, inline="always")

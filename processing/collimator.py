@@ -653,30 +653,20 @@ class _Search:
         return _Found("circle", center=(cx, cy), radius=r)
 
     # ---------------------------------------------------------------- region level
-    def _search_mask(self, found: _Found, grow: float = 0.0) -> np.ndarray:
-        m = np.empty((self.h, self.w), np.bool_)
-        if found.kind == "circle":
-            _k.fill_circle_mask_serial(m, found.center[0], found.center[1], max(found.radius + grow, 0))
-        else:
-            u0, u1, v0, v1 = found.bounds
-            _k.fill_rect_mask_serial(
-                m, math.cos(found.theta), math.sin(found.theta),
-                u0 - grow, u1 + grow, v0 - grow, v1 + grow,
-            )
-        return m
-
     def _contrast(self, found: _Found) -> float:
         """Median log level in a band just inside minus just outside the boundary (0 when
         the region test fails)."""
-        m_in = self._search_mask(found, -1.5)
-        inner = m_in & ~self._search_mask(found, -6.0)
-        m_out = self._search_mask(found, 1.5)
-        outer = self._search_mask(found, 6.0) & ~m_out
-        li, lo = self.log[inner], self.log[outer]
+        if found.kind == "circle":
+            args = (True, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, found.center[0], found.center[1],
+                    found.radius)
+        else:
+            u0, u1, v0, v1 = found.bounds
+            args = (False, math.cos(found.theta), math.sin(found.theta), u0, u1, v0, v1,
+                    0.0, 0.0, 0.0)
+        li, lo, inside, outside = _k.contrast_samples(self.log, *args)
         if li.size < 8 or lo.size < 8:
             return 0.0
-        ok, step = _region_test(li, lo, self.log[::2, ::2][m_in[::2, ::2]],
-                                self.log[::2, ::2][~m_out[::2, ::2]])
+        ok, step = _region_test(li, lo, inside, outside)
         return step if ok else 0.0
 
 

@@ -807,3 +807,72 @@ def test_search_vst_matches_numpy(shape):
     r = 4.0 * ref[1:-1:2, 1:-1] - ref[:-2:2, 1:-1] - ref[2::2, 1:-1] - ref[1:-1:2, :-2] \
         - ref[1:-1:2, 2:]
     assert np.array_equal(res, np.abs(r).ravel())
+
+
+@pytest.mark.parametrize("shape", [
+    ("rect", (5.0, 60.0, 10.0, 90.0), 0.0),
+    ("rect", (-math.inf, 50.0, 3.0, math.inf), 7.5),
+    ("rect", (20.0, 24.0, -30.0, 200.0), -18.0),
+    ("circle", (60.0, 40.0, 35.0), 0.0),
+    ("circle", (-10.0, 50.0, 70.0), 0.0),
+    ("circle", (60.0, 40.0, 3.0), 0.0),
+])
+def test_contrast_samples_match_the_masks(shape):
+    """The region-test samples equal those selected by the rasterised masks."""
+    kind, p, deg = shape
+    rng = np.random.default_rng(4)
+    img = rng.random((97, 120)).astype(np.float32)
+
+    def mask(grow):
+        m = np.empty(img.shape, bool)
+        if kind == "circle":
+            K.fill_circle_mask_serial(m, p[0], p[1], max(p[2] + grow, 0))
+        else:
+            t = math.radians(deg)
+            K.fill_rect_mask_serial(m, math.cos(t), math.sin(t), p[0] - grow, p[1] + grow,
+                                    p[2] - grow, p[3] + grow)
+        return m
+
+    m_in, m_out = mask(-1.5), mask(1.5)
+    ref = (img[m_in & ~mask(-6.0)], img[mask(6.0) & ~m_out],
+           img[::2, ::2][m_in[::2, ::2]], img[::2, ::2][~m_out[::2, ::2]])
+    if kind == "circle":
+        args = (True, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, *p)
+    else:
+        t = math.radians(deg)
+        args = (False, math.cos(t), math.sin(t), *p, 0.0, 0.0, 0.0)
+    got = K.contrast_samples(img, *args)
+    for g, r in zip(got, ref):
+        assert np.array_equal(g, r)
+    assert sum(len(r) for r in ref) > 0
+
+
+def test_contrast_samples_match_the_masks_on_random_fields():
+    rng = np.random.default_rng(8)
+    img = rng.random((61, 75)).astype(np.float32)
+    for _ in range(200):
+        grow = {}
+        if rng.random() < 0.4:
+            p = (rng.uniform(-20, 95), rng.uniform(-20, 80), rng.uniform(0, 60))
+            args = (True, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, *p)
+        else:
+            t = math.radians(rng.uniform(-21, 21))
+            u = np.sort(rng.uniform(-30, 110, 2))
+            v = np.sort(rng.uniform(-30, 110, 2))
+            bounds = [u[0], u[1], v[0], v[1]]
+            for k in range(4):
+                if rng.random() < 0.15:
+                    bounds[k] = -math.inf if k % 2 == 0 else math.inf
+            args = (False, math.cos(t), math.sin(t), *bounds, 0.0, 0.0, 0.0)
+        for g in (-1.5, -6.0, 1.5, 6.0):
+            m = np.empty(img.shape, bool)
+            if args[0]:
+                K.fill_circle_mask_serial(m, args[7], args[8], max(args[9] + g, 0))
+            else:
+                c, s, u0, u1, v0, v1 = args[1:7]
+                K.fill_rect_mask_serial(m, c, s, u0 - g, u1 + g, v0 - g, v1 + g)
+            grow[g] = m
+        ref = (img[grow[-1.5] & ~grow[-6.0]], img[grow[6.0] & ~grow[1.5]],
+               img[::2, ::2][grow[-1.5][::2, ::2]], img[::2, ::2][~grow[1.5][::2, ::2]])
+        for got, want in zip(K.contrast_samples(img, *args), ref):
+            assert np.array_equal(got, want)
