@@ -1235,6 +1235,49 @@ def fit_parallel_lines(px, py, gid, ngroups, theta, fixed):  # pragma: no cover 
 
 
 @njit(cache=True)
+def fit_blades(px, py, blade, theta, fixed):  # pragma: no cover - compiled
+    """:func:`fit_parallel_lines` of the blades (0..3) with at least 4 points.
+
+    Returns ``(t, rho, count)`` with ``rho`` and ``count`` per blade (count 0 for the
+    blades left out); ``t = theta`` when no blade has 4 points.
+    """
+    counts = np.zeros(4, np.int64)
+    for k in range(blade.shape[0]):
+        counts[blade[k]] += 1
+    gmap = np.full(4, -1, np.int64)
+    ng = 0
+    for b in range(4):
+        if counts[b] >= 4:
+            gmap[b] = ng
+            ng += 1
+    rho4 = np.zeros(4)
+    cnt4 = np.zeros(4, np.int64)
+    if ng == 0:
+        return theta, rho4, cnt4
+    m = 0
+    for b in range(4):
+        if gmap[b] >= 0:
+            m += counts[b]
+    x = np.empty(m)
+    y = np.empty(m)
+    gid = np.empty(m, np.int64)
+    j = 0
+    for k in range(blade.shape[0]):
+        g = gmap[blade[k]]
+        if g >= 0:
+            x[j] = px[k]
+            y[j] = py[k]
+            gid[j] = g
+            j += 1
+    t, rho, cnt = fit_parallel_lines(x, y, gid, ng, theta, fixed)
+    for b in range(4):
+        if gmap[b] >= 0:
+            rho4[b] = rho[gmap[b]]
+            cnt4[b] = cnt[gmap[b]]
+    return t, rho4, cnt4
+
+
+@njit(cache=True)
 def profile_peaks(prof, n, min_count, kmax):  # pragma: no cover - compiled
     """Up to ``kmax`` strongest local maxima of ``prof[:n]`` smoothed by [1, 2, 1] / 4 with
     a value of at least ``min_count``, strongest first (int64 positions)."""

@@ -725,21 +725,10 @@ def _fit_common_angle(groups, theta: float, fixed: bool = False):
     input angle if the fit leaves the search range) and ``{blade: offset}``.
     """
     px, py, blade = groups
-    counts = np.bincount(blade, minlength=4)
-    keys = [k for k in range(4) if counts[k] >= 4]
-    if not keys:
-        return theta, {}
-    gmap = np.full(4, -1, np.int64)
-    gmap[keys] = np.arange(len(keys))
-    gid = gmap[blade]
-    sel = gid >= 0
-    x = np.ascontiguousarray(px[sel])
-    y = np.ascontiguousarray(py[sel])
-    gid = np.ascontiguousarray(gid[sel])
-    t, rho, cnt = _k.fit_parallel_lines(x, y, gid, len(keys), float(theta), bool(fixed))
+    t, rho, cnt = _k.fit_blades(px, py, blade, float(theta), bool(fixed))
     if abs(math.degrees(t)) > _MAX_ANGLE_DEG + 2:
-        t, rho, cnt = _k.fit_parallel_lines(x, y, gid, len(keys), float(theta), True)
-    return t, {k: float(rho[i]) for i, k in enumerate(keys) if cnt[i] >= 4}
+        t, rho, cnt = _k.fit_blades(px, py, blade, float(theta), True)
+    return t, {k: float(rho[k]) for k in range(4) if cnt[k] >= 4}
 
 
 def _clip_polygon(poly: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:

@@ -876,3 +876,30 @@ def test_contrast_samples_match_the_masks_on_random_fields():
                img[::2, ::2][grow[-1.5][::2, ::2]], img[::2, ::2][~grow[1.5][::2, ::2]])
         for got, want in zip(K.contrast_samples(img, *args), ref):
             assert np.array_equal(got, want)
+
+
+def test_fit_blades_groups_the_blades_with_four_points():
+    rng = np.random.default_rng(12)
+    t = math.radians(6.0)
+    n = np.array([math.cos(t), math.sin(t)])
+    pts, blades = [], []
+    for b, (rho, count) in enumerate([(10.0, 40), (90.0, 3), (-25.0, 30), (60.0, 25)]):
+        along = rng.uniform(-50, 50, count)
+        p = rho * n[None, :] + along[:, None] * np.array([-n[1], n[0]])[None, :]
+        pts.append(p + rng.normal(0, 0.2, p.shape))
+        blades += [b] * count
+    p = np.concatenate(pts)
+    blade = np.array(blades, np.int64)
+    order = rng.permutation(len(blade))
+    px, py, blade = p[order, 0].copy(), p[order, 1].copy(), blade[order].copy()
+    got_t, got_rho, got_cnt = K.fit_blades(px, py, blade, 0.1, False)
+    keys = [0, 2, 3]  # blade 1 has only 3 points
+    sel = np.isin(blade, keys)
+    gid = np.searchsorted(keys, blade[sel])
+    t_ref, rho_ref, cnt_ref = K.fit_parallel_lines(px[sel].copy(), py[sel].copy(), gid,
+                                                   3, 0.1, False)
+    assert got_t == t_ref
+    assert got_cnt[1] == 0 and list(got_cnt[keys]) == list(cnt_ref)
+    assert np.array_equal(got_rho[keys], rho_ref)
+    assert abs(math.degrees(got_t) - 6.0) < 0.5
+    assert K.fit_blades(px[:0], py[:0], blade[:0], 0.25, False)[0] == 0.25
