@@ -270,6 +270,38 @@ def patch_down2_lut(src, lut, idx, g1):  # pragma: no cover - compiled
 
 
 @nb.njit(**_JIT)
+def patch_down2_pair_lut(src, lut, idx, g1, small):  # pragma: no cover - compiled
+    """:func:`patch_down2_lut` and, in the same visit, the ``small`` pixel (the 2 x 2 block
+    mean of ``src``, as :func:`correct_down2_pair_lut` computes it) of each block that
+    holds a flat index of ``idx``."""
+    h, w = src.shape
+    for k in range(idx.size):
+        r, c = divmod(idx[k], w)
+        i = r >> 1
+        j = c >> 1
+        r0 = 2 * i
+        r1 = min(r0 + 1, h - 1)
+        c0 = 2 * j
+        c1 = min(c0 + 1, w - 1)
+        g1[i, j] = np.float32(0.25) * (lut[src[r0, c0]] + lut[src[r0, c1]]
+                                       + lut[src[r1, c0]] + lut[src[r1, c1]])
+        # block sums of at most four uint16 values are exact: any order gives the same
+        s = np.float32(src[r0, c0])
+        n = 1
+        if c1 != c0:
+            s += np.float32(src[r0, c1])
+            n += 1
+        if r1 != r0:
+            s += np.float32(src[r1, c0])
+            n += 1
+            if c1 != c0:
+                s += np.float32(src[r1, c1])
+                n += 1
+        small[i, j] = s * (np.float32(0.25) if n == 4 else
+                           (np.float32(0.5) if n == 2 else np.float32(1.0)))
+
+
+@nb.njit(**_JIT)
 def defect_plan(defect, radius):  # pragma: no cover - compiled
     """For each defect pixel, the nearest good pixel left/right/up/down within ``radius``
     (or, when none of these exists, along the four diagonals).

@@ -171,7 +171,10 @@ def correct_reduce(raw: np.ndarray, maps: CalibrationMaps | None, out: np.ndarra
         plan = DefectPlan(maps.defect)
     plan.apply(out)
     if len(plan):
-        K.patch_down2_lut(out, lut, plan.idx, g1)
-        if area is not None:
-            K.patch_area(out, int(area[0]), plan.idx, area[1])
+        if area is not None and int(area[0]) == 2:
+            K.patch_down2_pair_lut(out, lut, plan.idx, g1, area[1])
+        else:
+            K.patch_down2_lut(out, lut, plan.idx, g1)
+            if area is not None:
+                K.patch_area(out, int(area[0]), plan.idx, area[1])
     return out
