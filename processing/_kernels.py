@@ -566,14 +566,19 @@ def down2_lut(src, lut, out):  # pragma: no cover - compiled
 def _down2_rows(src, out, i0, i1):  # pragma: no cover - compiled
     h, w = src.shape
     wo = out.shape[1]
+    q = np.float32(0.25)
     for i in range(i0, i1):
         r0 = 2 * i
         r1 = min(r0 + 1, h - 1)
-        for j in range(wo):
-            c0 = 2 * j
-            c1 = min(c0 + 1, w - 1)
-            out[i, j] = np.float32(0.25) * (src[r0, c0] + src[r0, c1]
-                                            + src[r1, c0] + src[r1, c1])
+        a = src[r0]
+        b = src[r1]
+        o = out[i]
+        # whole pairs without clamped indices (the loop vectorises), then an odd last
+        # column (its pair clamped to itself)
+        for j in range(w // 2):
+            o[j] = q * (a[2 * j] + a[2 * j + 1] + b[2 * j] + b[2 * j + 1])
+        if w % 2:
+            o[wo - 1] = q * (a[w - 1] + a[w - 1] + b[w - 1] + b[w - 1])
 
 
 @nb.njit(**_PJIT)
