@@ -254,19 +254,28 @@ def copy_down2_lut(raw, lut, out, g1):  # pragma: no cover - compiled
             g1[p, j] = np.float32(0.25) * (x0[2 * j] + x0[2 * j + 1] + x1[2 * j] + x1[2 * j + 1])
 
 
+@nb.njit(**_JIT, inline="always")
+def _patch_g1(src, lut, flat, g1):  # pragma: no cover - compiled
+    """Recompute the ``g1 = down2(lut[src])`` pixel over the flat index ``flat``; returns
+    its 2 x 2 block ``(i, j, r0, r1, c0, c1)`` (edge-clamped)."""
+    h, w = src.shape
+    r, c = divmod(flat, w)
+    i = r >> 1
+    j = c >> 1
+    r0 = 2 * i
+    r1 = min(r0 + 1, h - 1)
+    c0 = 2 * j
+    c1 = min(c0 + 1, w - 1)
+    g1[i, j] = np.float32(0.25) * (lut[src[r0, c0]] + lut[src[r0, c1]]
+                                   + lut[src[r1, c0]] + lut[src[r1, c1]])
+    return i, j, r0, r1, c0, c1
+
+
 @nb.njit(**_JIT)
 def patch_down2_lut(src, lut, idx, g1):  # pragma: no cover - compiled
     """Recompute the ``g1 = down2(lut[src])`` pixels that cover the flat indices ``idx``."""
-    h, w = src.shape
     for k in range(idx.size):
-        i = (idx[k] // w) // 2
-        j = (idx[k] % w) // 2
-        r0 = 2 * i
-        r1 = min(r0 + 1, h - 1)
-        c0 = 2 * j
-        c1 = min(c0 + 1, w - 1)
-        g1[i, j] = np.float32(0.25) * (lut[src[r0, c0]] + lut[src[r0, c1]]
-                                       + lut[src[r1, c0]] + lut[src[r1, c1]])
+        _patch_g1(src, lut, idx[k], g1)
 
 
 @nb.njit(**_JIT)
@@ -274,17 +283,8 @@ def patch_down2_pair_lut(src, lut, idx, g1, small):  # pragma: no cover - compil
     """:func:`patch_down2_lut` and, in the same visit, the ``small`` pixel (the 2 x 2 block
     mean of ``src``, as :func:`correct_down2_pair_lut` computes it) of each block that
     holds a flat index of ``idx``."""
-    h, w = src.shape
     for k in range(idx.size):
-        r, c = divmod(idx[k], w)
-        i = r >> 1
-        j = c >> 1
-        r0 = 2 * i
-        r1 = min(r0 + 1, h - 1)
-        c0 = 2 * j
-        c1 = min(c0 + 1, w - 1)
-        g1[i, j] = np.float32(0.25) * (lut[src[r0, c0]] + lut[src[r0, c1]]
-                                       + lut[src[r1, c0]] + lut[src[r1, c1]])
+        i, j, r0, r1, c0, c1 = _patch_g1(src, lut, idx[k], g1)
         # block sums of at most four uint16 values are exact: any order gives the same
         s = np.float32(src[r0, c0])
         n = 1
