@@ -15,6 +15,7 @@ map, True where a pixel must be interpolated from its neighbours.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -40,6 +41,12 @@ SEGMENT_Z = 4.0
 #: ... unless they are fewer than this fraction of the line: then the whole line is
 #: defective (a subtle line defect that only the line statistics reveal).
 SEGMENT_FRACTION = 0.1
+#: Smallest per-pixel spread (counts) assumed for the offset map: on a very uniform
+#: panel, or with few integer darks, most offsets are equal and their MAD is 0, so a
+#: pixel is an offset outlier only when it is more than ``PIXEL_Z`` times this off.
+OFFSET_MIN_SIGMA = 0.5
+#: Smallest relative per-pixel spread assumed for the gain map (the same role).
+GAIN_MIN_SIGMA = 0.002
 
 
 def _stack_mean(frames: Sequence[np.ndarray], what: str) -> np.ndarray:
@@ -94,8 +101,8 @@ def build_gain(flats: Sequence[np.ndarray], offset: np.ndarray) -> np.ndarray:
     -------
     numpy.ndarray
         float32 gain with ``corrected = (raw - offset) * gain``; mean 1 over the pixels
-        with a usable signal. Pixels without signal (flat <= offset) get gain 1 and are
-        reported by :func:`find_defects`.
+        with a usable signal. Pixels without signal (flat <= offset: dead) get gain 0,
+        which :func:`find_defects` reports as defects.
     """
     mean = _stack_mean(flats, "build_gain")
     offset = np.asarray(offset)
@@ -106,7 +113,7 @@ def build_gain(flats: Sequence[np.ndarray], offset: np.ndarray) -> np.ndarray:
     if not np.any(good):
         raise ValueError("build_gain: the flat frames have no signal above the offset")
     level = float(np.median(signal[good]))
-    gain = np.ones(signal.shape, np.float64)
+    gain = np.zeros(signal.shape, np.float64)
     gain[good] = level / signal[good]
     # Clamp absurd gains (nearly dead pixels) so the map stays usable; they are defects.
     np.clip(gain, 0.0, 16.0, out=gain)
@@ -114,12 +121,20 @@ def build_gain(flats: Sequence[np.ndarray], offset: np.ndarray) -> np.ndarray:
     return gain.astype(np.float32)
 
 
-def _robust_z(x: np.ndarray, sample: np.ndarray) -> np.ndarray:
+def _robust_z(x: np.ndarray, sample: np.ndarray, min_sigma: float) -> np.ndarray:
+    """``(x - median) / sigma`` with the MAD-sigma of ``sample``, at least ``min_sigma``."""
     med = float(np.median(sample))
     mad = float(np.median(np.abs(sample - med))) * 1.4826
-    if mad <= 0:
-        mad = max(abs(med) * 1e-6, 1e-12)
-    return (x - med) / mad
+    return (x - med) / max(mad, min_sigma, 1e-12)
+
+
+def _pixel_sigma(img: np.ndarray, min_sigma: float) -> float:
+    """Per-pixel noise of a map: MAD-sigma of horizontal neighbour differences / sqrt 2
+    (on every other row), at least ``min_sigma``."""
+    d = np.diff(img[::2], axis=1)
+    if d.size == 0:
+        return min_sigma
+    return max(1.4826 * float(np.median(np.abs(d))) / math.sqrt(2.0), min_sigma)
 
 
 def _local_level(img: np.ndarray, block: int = 32) -> np.ndarray:
@@ -133,8 +148,13 @@ def _local_level(img: np.ndarray, block: int = 32) -> np.ndarray:
     return cv2.resize(med, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _line_defects(img: np.ndarray, axis: int) -> np.ndarray:
-    """Lines (rows for axis=1, columns for axis=0) whose median departs from neighbours."""
+def _line_defects(img: np.ndarray, axis: int, pixel_sigma: float) -> np.ndarray:
+    """Lines (rows for axis=1, columns for axis=0) whose median departs from neighbours.
+
+    The spread of the line medians is taken at least as the noise that ``pixel_sigma``
+    per pixel leaves in the median of a line (``1.2533 sigma / sqrt(n)``), so that a map
+    whose line medians happen to be equal does not turn every small step into a defect.
+    """
     prof = np.median(img, axis=axis).astype(np.float64)
     n = prof.size
     if n < 5:
@@ -145,11 +165,13 @@ def _line_defects(img: np.ndarray, axis: int) -> np.ndarray:
     win = np.lib.stride_tricks.sliding_window_view(padded, k)
     trend = np.median(win, axis=1)
     resid = prof - trend
-    return np.abs(_robust_z(resid, resid)) > LINE_Z
+    floor = 1.2533 * pixel_sigma / math.sqrt(img.shape[axis])
+    return np.abs(_robust_z(resid, resid, floor)) > LINE_Z
 
 
-def _line_segment(img: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """Pixels of line ``k`` that depart from the mean of the neighbouring lines."""
+def _line_segment(img: np.ndarray, k: int, axis: int, min_sigma: float) -> np.ndarray:
+    """Pixels of line ``k`` that depart from the mean of the neighbouring lines (by more
+    than ``SEGMENT_Z`` times their spread on ordinary lines, at least ``min_sigma``)."""
     a = img if axis == 0 else img.T
     n = a.shape[1]
     nb = [j for j in (k - 1, k + 1) if 0 <= j < n]
@@ -160,7 +182,7 @@ def _line_segment(img: np.ndarray, k: int, axis: int) -> np.ndarray:
     cols = np.arange(1, n - 1, max(1, (n - 2) // 64))
     ref = (a[:, cols] - 0.5 * (a[:, cols - 1] + a[:, cols + 1]))[::4].ravel()
     med = float(np.median(ref))
-    sigma = 1.4826 * float(np.median(np.abs(ref - med))) or 1e-12
+    sigma = max(1.4826 * float(np.median(np.abs(ref - med))), min_sigma, 1e-12)
     flagged = np.abs(r - med) > SEGMENT_Z * sigma
     # a segment is contiguous: fill the pixels where most of the neighbourhood is flagged
     win = np.ones(33) / 33.0
@@ -173,7 +195,10 @@ def find_defects(offset: np.ndarray, gain: np.ndarray) -> np.ndarray:
     A pixel is defective when its dark level is a robust outlier (more than
     ``PIXEL_Z`` MAD-sigmas from the median offset), when its gain departs from the local
     gain level by more than ``PIXEL_Z`` MAD-sigmas and ``GAIN_REL`` relative, or when its
-    gain is not finite. A whole row or column is defective when its median offset or gain
+    gain is 0 (no signal in the flats) or not finite. The MAD-sigmas are taken at least
+    ``OFFSET_MIN_SIGMA`` counts and ``GAIN_MIN_SIGMA`` relative, and the spread of line
+    medians at least what the maps' pixel noise leaves in a median: a very uniform or
+    coarsely quantised map (a MAD of 0) does not turn small steps into defects. A whole row or column is defective when its median offset or gain
     is an outlier against its neighbouring lines (``LINE_Z``) or when more than
     ``LINE_FRACTION`` of its pixels are defective; within such a line, the defect is the
     segment of pixels that depart from the neighbouring lines by more than ``SEGMENT_Z``
@@ -199,18 +224,22 @@ def find_defects(offset: np.ndarray, gain: np.ndarray) -> np.ndarray:
     off = np.where(finite, offset, np.nanmedian(offset[finite]) if finite.any() else 0.0)
     gn = np.where(finite, gain, 1.0).astype(np.float32)
     sub = (slice(None, None, 2), slice(None, None, 2))
-    z_off = _robust_z(off, off[sub])
+    z_off = _robust_z(off, off[sub], OFFSET_MIN_SIGMA)
     level = _local_level(gn)
     rel = gn / np.maximum(level, 1e-6) - 1.0
-    z_gain = _robust_z(rel, rel[sub])
+    z_gain = _robust_z(rel, rel[sub], GAIN_MIN_SIGMA)
     defect = ~finite | (np.abs(z_off) > PIXEL_Z) | ((np.abs(z_gain) > PIXEL_Z)
                                                    & (np.abs(rel) > GAIN_REL))
     defect |= gn <= 0
+    gain_level = max(float(np.median(gn)), 1e-6)
+    s_off = _pixel_sigma(off, OFFSET_MIN_SIGMA)
+    s_gain = _pixel_sigma(gn, GAIN_MIN_SIGMA * gain_level)
     for axis in (0, 1):
-        lines = _line_defects(off, axis) | _line_defects(gn, axis)
+        lines = _line_defects(off, axis, s_off) | _line_defects(gn, axis, s_gain)
         lines |= defect.mean(axis=axis) > LINE_FRACTION
         for k in np.flatnonzero(lines):
-            seg = _line_segment(off, k, axis) | _line_segment(gn, k, axis)
+            seg = (_line_segment(off, k, axis, OFFSET_MIN_SIGMA)
+                   | _line_segment(gn, k, axis, GAIN_MIN_SIGMA * gain_level))
             if seg.mean() < SEGMENT_FRACTION:  # a subtle line: only its statistics show
                 seg[:] = True
             if axis == 0:

@@ -150,3 +150,35 @@ def test_maps_validate_shapes_and_values():
         CalibrationMaps(np.zeros((4, 4)), np.ones((4, 5)), np.zeros((4, 4), bool))
     with pytest.raises(ValueError):
         CalibrationMaps(np.full((4, 4), np.nan), np.ones((4, 4)), np.zeros((4, 4), bool))
+
+
+def test_quantised_uniform_maps_give_no_false_defects():
+    """Few integer darks on a very uniform panel make most offsets (and line medians)
+    equal, so their MAD is 0: small steps must not become defects."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:64]
+    gain = 1.0 + 0.05 * np.sin(xx / 9.0)  # smooth response (a heel-like pattern)
+    darks = [rng.normal(100.0, 2.0, (64, 64)).astype(np.uint16) for _ in range(4)]
+    flats = [rng.normal(100.0 + 2000.0 * gain, 20.0).astype(np.uint16) for _ in range(4)]
+    assert not CalibrationMaps.from_frames(darks, flats).defect.any()
+    darks = [np.full((64, 64), 100, np.uint16) for _ in range(2)]
+    darks[0][5, 5] = 101  # half a count above the others in the mean
+    flats = [np.full((64, 64), 2100, np.uint16) for _ in range(2)]
+    assert not CalibrationMaps.from_frames(darks, flats).defect.any()
+    darks[0][7, 9] = 140  # but a hot pixel still is one
+    assert np.argwhere(CalibrationMaps.from_frames(darks, flats).defect).tolist() == [[7, 9]]
+
+
+def test_dead_pixel_without_signal_is_a_defect():
+    rng = np.random.default_rng(3)
+    darks = [rng.normal(100.0, 2.0, (64, 64)).astype(np.uint16) for _ in range(4)]
+    flats = [rng.normal(2100.0, 20.0, (64, 64)).astype(np.uint16) for _ in range(4)]
+    for f in flats:
+        f[10, 20] = 90  # no response at all: below its dark level
+    maps = CalibrationMaps.from_frames(darks, flats)
+    assert maps.gain[10, 20] == 0.0
+    assert np.argwhere(maps.defect).tolist() == [[10, 20]]
+    raw = np.full((64, 64), 1100, np.uint16)
+    raw[10, 20] = 95
+    out = correct(raw, maps)
+    assert abs(int(out[10, 20]) - int(np.median(out))) <= 30  # interpolated, not black
