@@ -283,7 +283,18 @@ class CalibrationMaps:
     @classmethod
     def from_frames(cls, darks: Sequence[np.ndarray], flats: Sequence[np.ndarray]
                     ) -> CalibrationMaps:
-        """Build all three maps from dark and flat frames."""
+        """Build all three maps from dark and flat frames.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> darks = [rng.normal(100, 2, (64, 64)).astype(np.uint16) for _ in range(4)]
+        >>> flats = [rng.normal(2100, 20, (64, 64)).astype(np.uint16) for _ in range(4)]
+        >>> flats[0][10, 20] = flats[1][10, 20] = flats[2][10, 20] = flats[3][10, 20] = 90
+        >>> maps = CalibrationMaps.from_frames(darks, flats)
+        >>> maps.shape, np.argwhere(maps.defect).tolist()
+        ((64, 64), [[10, 20]])"""
         offset = build_offset(darks)
         gain = build_gain(flats, offset)
         return cls(offset, gain, find_defects(offset, gain))

@@ -206,6 +206,19 @@ def detect_collimation(
     ValueError
         ``frame`` is not 2-D, is empty or holds NaN/inf; ``out_mask`` has the wrong shape
         or is not C-contiguous and writeable; ``work_size`` < 32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> yy, xx = np.mgrid[0:512, 0:512]
+    >>> field = (xx >= 100) & (xx < 400) & (yy >= 60) & (yy < 450)
+    >>> rng = np.random.default_rng(0)
+    >>> frame = rng.poisson(np.where(field, 4000.0, 300.0)).astype(np.uint16)
+    >>> res = detect_collimation(frame)
+    >>> res.kind, res.corners[0].round(1).tolist(), bool((res.mask == field).all())
+    ('rect', [99.5, 59.5], True)
+    >>> res.shutter_attributes()["ShutterLeftVerticalEdge"]  # 1-based first column
+    101
     """
     frame = _validate(frame, work_size, out_mask)
     h_full, w_full = frame.shape

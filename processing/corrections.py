@@ -92,6 +92,20 @@ def correct(raw: np.ndarray, maps: CalibrationMaps | None, *, out: np.ndarray | 
     -------
     numpy.ndarray
         Corrected uint16 frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from processing.calibration import CalibrationMaps
+    >>> offset = np.full((32, 32), 100.0, np.float32)
+    >>> gain = np.full((32, 32), 2.0, np.float32)
+    >>> defect = np.zeros((32, 32), bool)
+    >>> defect[5, 7] = True
+    >>> raw = np.full((32, 32), 600, np.uint16)
+    >>> raw[5, 7] = 65535  # a hot pixel, interpolated from its neighbours
+    >>> out = correct(raw, CalibrationMaps(offset, gain, defect))
+    >>> int(out.min()), int(out.max())
+    (1000, 1000)
     """
     raw = check_raw(raw)
     if out is None:

@@ -212,6 +212,20 @@ def enhance(image: np.ndarray, profile: Profile | str = "default", *,
     -------
     numpy.ndarray
         float32 enhanced image of the same shape.
+
+    Examples
+    --------
+    A small detail gains contrast while a large-scale ramp is compressed (latitude).
+
+    >>> import numpy as np
+    >>> img = np.full((256, 256), 8.0, np.float32)
+    >>> img[120:124, 120:124] += 0.02
+    >>> out = enhance(img, "chest")
+    >>> round(float(out[121, 121] - out[60, 60]), 2)
+    0.06
+    >>> ramp = img + np.linspace(0, 2, 256, dtype=np.float32)[None, :]
+    >>> round(float(np.ptp(enhance(ramp, "chest"))), 1)
+    1.2
     """
     prof = get_profile(profile)
     if not isinstance(image, np.ndarray) or image.ndim != 2 or image.dtype.kind != "f":

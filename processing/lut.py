@@ -41,6 +41,13 @@ def apply_lut(src: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None) -
     -------
     numpy.ndarray
         The mapped image (``out`` when given).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lut = (np.arange(LUT_SIZE) >> 8).astype(np.uint8)  # 16 to 8 bits
+    >>> apply_lut(np.array([[0, 256, 65535]], np.uint16), lut).tolist()
+    [[0, 1, 255]]
     """
     src = _check_u16_image(src, "apply_lut")
     lut = np.asarray(lut)
@@ -83,6 +90,13 @@ def histogram_u16(src: np.ndarray, step: int = 1, mask: np.ndarray | None = None
     -------
     (numpy.ndarray, int)
         int64 histogram and the number of samples counted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> hist, n = histogram_u16(np.array([[1, 1, 2, 7]], np.uint16))
+    >>> hist[:8].tolist(), n
+    ([0, 2, 1, 0, 0, 0, 0, 1], 4)
     """
     src = _check_u16_image(src, "histogram_u16")
     if int(step) != step or step < 1:

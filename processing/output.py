@@ -83,6 +83,12 @@ def orient(img: np.ndarray, rotate: int = 0, hflip: bool = False,
     """Rotate clockwise by ``rotate`` degrees, then mirror left-right when ``hflip``.
 
     Returns ``img`` itself when nothing is to be done and ``out`` is None.
+
+    >>> import numpy as np
+    >>> orient(np.arange(6, dtype=np.uint16).reshape(2, 3), 90).tolist()
+    [[3, 0], [4, 1], [5, 2]]
+    >>> orient(np.arange(6, dtype=np.uint16).reshape(2, 3), 0, hflip=True).tolist()
+    [[2, 1, 0], [5, 4, 3]]
     """
     rotate, hflip = check_orientation(rotate, hflip)
     if rotate == 0 and not hflip:

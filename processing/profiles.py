@@ -163,6 +163,11 @@ def get_profile(name: str | Profile) -> Profile:
     ------
     KeyError
         When the name is neither, listing the known profile names.
+
+    Examples
+    --------
+    >>> get_profile("Chest").name, get_profile("View_DX_Adult_HAND_PA").name
+    ('chest', 'extremity')
     """
     if isinstance(name, Profile):
         return name
