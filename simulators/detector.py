@@ -21,6 +21,9 @@ Faults (from :class:`simulators.faults.FaultInjector`):
 ``comm_timeout``
     The panel stops answering: calls raise ``TIMEOUT`` after a simulated wait;
     :meth:`read_frame` raises ``COMM_LOST`` (the image link is gone).
+``beam_missed``
+    The X-rays of the next shot miss the panel (another receptor is in the beam): the
+    armed panel sees nothing and its window runs out.
 """
 
 from __future__ import annotations
@@ -232,7 +235,8 @@ class SimDetectorBackend:
 
     def _on_shot(self, shot: XrayShot, scene: Scene) -> None:
         with self._cond:
-            if not (self._connected and self._armed) or self._pending is not None:
+            if (not (self._connected and self._armed) or self._pending is not None
+                    or self.faults.consume("beam_missed")):
                 self.shots_ignored += 1
                 return
             self._pending = (shot, scene)

@@ -18,6 +18,7 @@ KNOWN = frozenset({
     "tube_overheat",         # anode at its heat limit regardless of the heat model
     "detector_disconnect",   # panel disconnects (mid-acquisition if one is running)
     "lost_frame",            # the next readout never arrives
+    "beam_missed",           # the X-rays miss the panel (another receptor in the beam)
 })
 
 

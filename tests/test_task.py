@@ -254,29 +254,98 @@ def test_global_status_shape(svc):
     assert st["all_ready"] == (st["gen_ready"] and st["fpd_ready"] and st["insp_ready"])
 
 
-def test_an_exposure_whose_frame_never_comes_is_given_up(svc):
-    """The panel was not armed: the generator fires, no frame arrives; after the exposure
-    timeout the image is Unexposed again and the room free for the next selection."""
+def test_expose_is_refused_while_the_panel_is_not_armed(svc):
+    """Interlock: the generator does not fire for a selected image unless the detector is
+    armed; nothing changes and the image can then be exposed."""
     study = new_study(svc)
     sop = images_of(study)[0]["sop_instance_id"]
     task = svc.task
-    saved = task.exposure_timeout
-    task.exposure_timeout = 1.0
-    try:
-        task.select_image(sop)
-        task.device_command({"deviceUri": GENERATOR, "reqName": "Prepare"})
-        wait_status(lambda: svc.engine.generator.status_string, "GENERATOR_STATUS_READY", 30,
-                    "ready")
+    shots = svc.engine.room.shots
+    task.select_image(sop)
+    task.device_command({"deviceUri": GENERATOR, "reqName": "Prepare"})
+    wait_status(lambda: svc.engine.generator.status_string, "GENERATOR_STATUS_READY", 30,
+                "ready")
+    with pytest.raises(DiosError) as e:
         task.device_command({"deviceUri": GENERATOR, "reqName": "Expose"})
-        assert image_of(svc, sop)["expose_status"] == "Exposing"
+    assert e.value.code.name == "WRONG_STATE" and "not armed" in e.value.description()
+    assert svc.engine.room.shots == shots
+    assert image_of(svc, sop)["expose_status"] == "Unexposed"
+    assert task.armed == sop
+    check(svc.engine.bus.call(GENERATOR, "Abort", "", "", "test"))
+    assert task.expose(sop)["expose_status"] == "Exposed"
+
+
+def _miss_and_expose(svc, sop: str) -> None:
+    """Arm both devices for ``sop``; the next shot misses the panel; fire it."""
+    task = svc.task
+    svc.engine.faults["detector"].inject("beam_missed", count=1)
+    task.select_image(sop)
+    task.device_command({"deviceUri": DETECTOR, "reqName": "Prepare"})
+    task.device_command({"deviceUri": GENERATOR, "reqName": "Prepare"})
+    wait_status(lambda: svc.engine.detector.status_string, "DETECTOR_STATUS_READY", 30, "fpd")
+    wait_status(lambda: svc.engine.generator.status_string, "GENERATOR_STATUS_READY", 30,
+                "gen")
+    task.device_command({"deviceUri": GENERATOR, "reqName": "Expose"})
+    assert image_of(svc, sop)["expose_status"] == "Exposing"
+
+
+def _wait_unexposed(svc, sop: str, seconds: float) -> float:
+    t0 = time.monotonic()
+    while image_of(svc, sop)["expose_status"] != "Unexposed" and time.monotonic() - t0 < seconds:
+        time.sleep(0.02)
+    assert image_of(svc, sop)["expose_status"] == "Unexposed"
+    return time.monotonic() - t0
+
+
+def test_x_rays_that_miss_the_panel_fail_when_its_window_closes(svc):
+    """The shot misses the armed panel (another receptor in the beam): when the panel's
+    window closes the exposure fails at once (TIMEOUT), long before the task's own
+    timeout, and the next exposure works."""
+    study = new_study(svc)
+    sops = [im["sop_instance_id"] for im in images_of(study)]
+    task = svc.task
+    saved = task.exposure_timeout
+    task.exposure_timeout = 60.0
+    events = []
+    sub = svc.engine.hub.subscribe("DIOS/*", handler=events.append)
+    try:
+        _miss_and_expose(svc, sops[0])
+        # the window is 300 simulated s = 1.5 s at this clock
+        assert _wait_unexposed(svc, sops[0], 20.0) < 20.0
+        assert task.armed is None
+        # through the one-call path the caller hears TIMEOUT as soon as the window closes
+        svc.engine.faults["detector"].inject("beam_missed", count=1)
+        t0 = time.monotonic()
+        with pytest.raises(DiosError) as e:
+            task.expose(sops[1])
+        assert e.value.code.name == "TIMEOUT" and "no X-rays" in e.value.description()
+        assert time.monotonic() - t0 < 30.0
+    finally:
+        task.exposure_timeout = saved
+        sub.close()
+    failed = [ev for ev in events if ev.name == "expose_failed"]
+    assert failed and "no X-rays" in failed[0].data["description"]
+    assert image_of(svc, sops[1])["expose_status"] == "Unexposed"
+    assert task.expose(sops[0])["expose_status"] == "Exposed"
+
+
+def test_an_exposure_whose_frame_never_comes_is_given_up(svc):
+    """No frame and no word from the panel within the task's exposure timeout: the image
+    is Unexposed again, the panel stood down and the room free for the next exposure."""
+    study = new_study(svc)
+    sop = images_of(study)[0]["sop_instance_id"]
+    task = svc.task
+    det = svc.engine.detector
+    saved = task.exposure_timeout, det.arm_window_s
+    task.exposure_timeout, det.arm_window_s = 1.0, 1e6  # the panel would wait for ages
+    try:
+        _miss_and_expose(svc, sop)
         with pytest.raises(DiosError) as e:  # no second exposure while one is in flight
             task.device_command({"deviceUri": GENERATOR, "reqName": "Expose"})
         assert e.value.code.name in ("WRONG_STATE", "BUSY")
-        deadline = time.time() + 10
-        while image_of(svc, sop)["expose_status"] != "Unexposed" and time.time() < deadline:
-            time.sleep(0.02)
+        _wait_unexposed(svc, sop, 10.0)
+        wait_status(lambda: det.status_string, "DETECTOR_STATUS_STANDBY", 10, "stood down")
     finally:
-        task.exposure_timeout = saved
-    assert image_of(svc, sop)["expose_status"] == "Unexposed"
+        task.exposure_timeout, det.arm_window_s = saved
     assert task.armed is None
     assert task.expose(sop)["expose_status"] == "Exposed"

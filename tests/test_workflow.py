@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -156,3 +158,18 @@ def test_dicom_shutter_describes_the_presented_image(engine, rotate, hflip):
     assert iou(mask, truth) > 0.95
     raw = out.result.collimation.shutter_attributes()  # not oriented: must not fit
     assert raw != attrs
+
+
+def test_x_rays_that_miss_the_panel_fail_when_its_window_closes(engine):
+    """Another receptor in the beam: the armed panel sees nothing; the exposure fails with
+    TIMEOUT when the panel's window closes (not after the plan's long timeout), both
+    devices are back in Standby and the next exposure works."""
+    engine.faults["detector"].inject("beam_missed", count=1)
+    t0 = time.monotonic()
+    with pytest.raises(DiosError) as e:
+        run_exposure(engine, plan(timeout=120.0))
+    assert e.value.code is codes.TIMEOUT and "no X-rays" in e.value.description()
+    assert time.monotonic() - t0 < 60.0  # the window is 300 simulated s = 1.5 s here
+    assert engine.detector.status_string == "DETECTOR_STATUS_STANDBY"
+    assert engine.generator.status_string == "GENERATOR_STATUS_STANDBY"
+    assert run_exposure(engine, plan()).result.ei > 0

@@ -12,7 +12,11 @@ Exposure flow (the reference console's)::
 
 An ``Expose`` is refused while no image is armed, and a frame that arrives with no armed
 image is reported as a fault and stored nowhere, so every exposure lands in exactly one
-image. Events: ``DIOS/TASK/Exposure`` (``state`` selected/disarmed, ``progress`` steps,
+image. Interlock: the generator's ``Expose`` is refused (``WRONG_STATE``) unless the
+detector is armed (Ready), so no X-rays go out that no panel will take. An exposure in
+flight fails (``TIMEOUT``, image back to Unexposed) as soon as the panel reports that its
+window closed without X-rays (the beam missed it), or after ``exposure_timeout`` without
+any word; the panel is then stood down. Events: ``DIOS/TASK/Exposure`` (``state`` selected/disarmed, ``progress`` steps,
 ``fault``), ``DIOS/TASK/Image`` (``image`` ready).
 """
 
@@ -58,6 +62,7 @@ from dios.workflow.exposure import (
     apply_technique,
     check,
     process_frame,
+    window_expired,
 )
 
 log = logging.getLogger("dios.task")
@@ -185,7 +190,7 @@ class TaskService:
         self.failures = 0
         self._sub = self.hub.subscribe(
             "DIOS/DEVICE/*", handler=self._on_event,
-            kinds=[EventKind.EXPOSURE, EventKind.IMAGE, EventKind.FAULT])
+            kinds=[EventKind.EXPOSURE, EventKind.IMAGE, EventKind.FAULT, EventKind.PARAM])
 
     def close(self) -> None:
         """Stop listening to the bus."""
@@ -217,6 +222,11 @@ class TaskService:
                 raise DiosError(WRONG_STATE, "select the image to expose first")
             if self._in_flight:
                 raise DiosError(BUSY, "the previous exposure is still being stored")
+            # interlock: no X-rays unless the panel is armed to take them
+            panel = self.engine.detector.status_string
+            if panel != "DETECTOR_STATUS_READY":
+                raise DiosError(WRONG_STATE, f"the detector is not armed ({panel}): "
+                                             "prepare it before exposing")
             self._in_flight = True
         try:
             self.study.mark_exposing(armed.sop_instance_uid)
@@ -244,6 +254,12 @@ class TaskService:
             if not stale:
                 self._expose_failed(sop, "no frame arrived for the exposure",
                                     DiosError(TIMEOUT, "no frame arrived for the exposure"))
+                # the panel may still wait for it: stand it down for the next exposure
+                if self.bus.device(DETECTOR).job_running:
+                    try:
+                        check(self.bus.call(DETECTOR, "Abort", "", "", "task"))
+                    except DiosError as err:
+                        log.warning("could not stand the detector down: %s", err)
 
         timer = threading.Timer(self.exposure_timeout, expire)
         timer.daemon = True
@@ -451,6 +467,13 @@ class TaskService:
 
     # --- frames -> images -----------------------------------------------------------------------
     def _on_event(self, ev: Event) -> None:
+        if window_expired(ev):
+            # the panel's window closed without X-rays: an exposure in flight gets no frame
+            armed = self._armed
+            if self._in_flight and armed is not None:
+                reason = f"the detector saw no X-rays ({ev.data.get('detail', 'window closed')})"
+                self._expose_failed(armed.sop_instance_uid, reason, DiosError(TIMEOUT, reason))
+            return
         if ev.kind == EventKind.FAULT:
             armed = self._armed
             if self._in_flight and armed is not None:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dios.codes import ABORTED, INTERNAL, WRONG_STATE, DiosError
+from dios.codes import ABORTED, INTERNAL, TIMEOUT, WRONG_STATE, DiosError
 from dios.devices.backends import ExposureRecord, Frame, Technique
 from dios.messages import Event, EventKind, Reply
 from dios.uri import DETECTOR, GENERATOR
@@ -122,7 +122,8 @@ def run_exposure(engine: Any, plan: ExposurePlan, *, pipeline: Any = None,
 
     gen = engine.generator
     fpd = engine.detector
-    with Watcher(engine.hub, kinds=(EventKind.FAULT, EventKind.IMAGE, EventKind.EXPOSURE)) as watch:
+    with Watcher(engine.hub, kinds=(EventKind.FAULT, EventKind.IMAGE, EventKind.EXPOSURE,
+                                    EventKind.PARAM)) as watch:
         try:
             record, frame = _expose(bus, gen, fpd, watch, plan, tx, say, lap)
         except BaseException:
@@ -183,10 +184,19 @@ def _expose(bus: Any, gen: Any, fpd: Any, watch: Watcher, plan: ExposurePlan, tx
     record = _record(ev)
     lap("expose")
     say("readout", "reading the detector")
-    ev = watch.wait(lambda e: e.kind == EventKind.IMAGE and e.deviceUri == DETECTOR
-                    and e.reqTransaction == tx, plan.timeout, "frame readout")
+    ev = watch.wait(lambda e: (e.kind == EventKind.IMAGE and e.deviceUri == DETECTOR
+                               and e.reqTransaction == tx) or window_expired(e),
+                    plan.timeout, "frame readout")
+    if ev.kind != EventKind.IMAGE:  # the panel's window closed: the X-rays missed it
+        raise DiosError(TIMEOUT, f"the detector saw no X-rays ({ev.data.get('detail', '')})")
     lap("readout")
     return record, ev.data["frame"]
+
+
+def window_expired(ev: Event) -> bool:
+    """True for the detector's event that its arm window closed without X-rays."""
+    return (ev.kind == EventKind.PARAM and ev.deviceUri == DETECTOR and ev.name == "Window"
+            and ev.value == "expired")
 
 
 def _stand_down(bus: Any, tx: str, client: str) -> None:
