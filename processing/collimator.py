@@ -398,8 +398,8 @@ class _Search:
     # ---------------------------------------------------------------- pixel level
     def _prepare(self) -> bool:
         small = self.slin
-        # the 99.5th percentile (nearest rank) scales everything; max and min tell
-        # whether there is any contrast at all
+        # max and min tell whether there is any contrast at all; the 99.5th percentile
+        # (nearest rank) scales everything
         top = float(small.max())
         if top <= 0.0 or top - float(small.min()) <= 1e-6 * max(abs(top), 1.0):
             return False
@@ -414,13 +414,13 @@ class _Search:
         self.scale = hi
         vst = np.empty_like(small)
         resid = _k.search_vst(small, np.float32(1.0 / hi), vst)
-        resid = _quantile_inplace(resid, 0.5) if resid.size else 0.0
+        resid_med = _quantile_inplace(resid, 0.5) if resid.size else 0.0
         self.vst = cv2.GaussianBlur(vst, (5, 5), 1.0, borderType=cv2.BORDER_REPLICATE)
         # log(x + c) for dose ratios (region tests); c keeps the darkest areas tame
         self.log = np.log(self.vst * self.vst + np.float32(_LOG_OFFSET))
         self.gx, self.gy = _edge_gradients(self.vst)
         # the residual's noise turned into the noise of the step-edge gradient
-        sigma = 1.4826 * resid / math.sqrt(20.0)
+        sigma = 1.4826 * resid_med / math.sqrt(20.0)
         self.tau = max(_NOISE_K * sigma * _gradient_noise_gain(), _MIN_EDGE)
         self.ex, self.ey, self.egx, self.egy, self.sx, self.sy = _k.collect_edges(
             self.gx, self.gy, np.float32(1.4 * self.tau), np.float32(_STRONG * self.tau)
