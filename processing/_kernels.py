@@ -808,24 +808,30 @@ def finite_median(vals):  # pragma: no cover - compiled
     return (lo + hi) / np.float32(2.0), m
 
 
+@nb.njit(**_JIT, inline="always")
+def _up2_at(g1, y0, y1, fy, j):  # pragma: no cover - compiled
+    """up2(g1) at column ``j`` of the finer row whose source rows and weight are
+    ``y0, y1, fy`` (``_coord`` of the row; as :func:`up2`)."""
+    x0, x1, fx = _coord(j, g1.shape[1])
+    a = g1[y0, x0] + (g1[y0, x1] - g1[y0, x0]) * fx
+    b = g1[y1, x0] + (g1[y1, x1] - g1[y1, x0]) * fx
+    return a + (b - a) * fy
+
+
 @nb.njit(**_JIT)
 def abs_detail_samples(g, g1, step, mask, mscale, out):  # pragma: no cover - compiled
     """|g - up2(g1)| at g[::step, ::step] under the mask into out; returns the count."""
-    hs, ws = g1.shape
     h, w = g.shape
     use_mask = mask.size > 1
     n = 0
     for i in range(0, h, step):
-        y0, y1, fy = _coord(i, hs)
+        y0, y1, fy = _coord(i, g1.shape[0])
         for j in range(0, w, step):
             if use_mask and not mask[i * mscale, j * mscale]:
                 continue
             if n >= out.size:
                 return n
-            x0, x1, fx = _coord(j, ws)
-            a = g1[y0, x0] + (g1[y0, x1] - g1[y0, x0]) * fx
-            b = g1[y1, x0] + (g1[y1, x1] - g1[y1, x0]) * fx
-            out[n] = abs(g[i, j] - (a + (b - a) * fy))
+            out[n] = abs(g[i, j] - _up2_at(g1, y0, y1, fy, j))
             n += 1
     return n
 
@@ -833,20 +839,16 @@ def abs_detail_samples(g, g1, step, mask, mscale, out):  # pragma: no cover - co
 @nb.njit(**_JIT)
 def abs_detail_samples_lut(src, lut, g1, step, mask, mscale, out):  # pragma: no cover
     """As :func:`abs_detail_samples` for a uint16 source mapped through ``lut``."""
-    hs, ws = g1.shape
     h, w = src.shape
     use_mask = mask.size > 1
     n = 0
     for i in range(0, h, step):
-        y0, y1, fy = _coord(i, hs)
+        y0, y1, fy = _coord(i, g1.shape[0])
         for j in range(0, w, step):
             if use_mask and not mask[i * mscale, j * mscale]:
                 continue
             if n >= out.size:
                 return n
-            x0, x1, fx = _coord(j, ws)
-            a = g1[y0, x0] + (g1[y0, x1] - g1[y0, x0]) * fx
-            b = g1[y1, x0] + (g1[y1, x1] - g1[y1, x0]) * fx
-            out[n] = abs(lut[src[i, j]] - (a + (b - a) * fy))
+            out[n] = abs(lut[src[i, j]] - _up2_at(g1, y0, y1, fy, j))
             n += 1
     return n

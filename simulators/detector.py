@@ -160,8 +160,11 @@ class SimDetectorBackend:
         self._listener = fn
 
     # --- fault plumbing --------------------------------------------------------------------
-    def _check(self, call: str, cancel: threading.Event | None = None) -> None:
-        """Raise the injected link faults for ``call``."""
+    def _check(self, call: str, cancel: threading.Event | None = None, *,
+               acquiring: bool = False) -> None:
+        """Raise the injected link faults for ``call``. During an acquisition a silent
+        panel means the image link is gone (``COMM_LOST``, the panel disarmed) rather than
+        a command timing out."""
         if self.faults.consume("detector_disconnect"):
             self._drop_link()
             raise DiosError(DETECTOR_DISCONNECTED, f"panel dropped off the link during {call}")
@@ -169,6 +172,11 @@ class SimDetectorBackend:
             raise DiosError(DETECTOR_DISCONNECTED, f"{call}: panel not connected")
         if self.faults.consume("comm_timeout"):
             self.clock.sleep(COMM_TIMEOUT_S, cancel)
+            if acquiring:
+                with self._cond:
+                    self._armed = False
+                    self._pending = None
+                raise DiosError(COMM_LOST, f"image link lost during {call}")
             raise DiosError(TIMEOUT, f"panel did not answer {call} within {COMM_TIMEOUT_S:g} s")
 
     def _drop_link(self) -> None:
@@ -255,17 +263,7 @@ class SimDetectorBackend:
     def _check_running(self, cancel: threading.Event, call: str) -> None:
         if cancel.is_set() or self._aborted:
             raise DiosError(ABORTED, call)
-        if self.faults.consume("detector_disconnect"):
-            self._drop_link()
-            raise DiosError(DETECTOR_DISCONNECTED, f"panel dropped off the link during {call}")
-        if not self._connected:
-            raise DiosError(DETECTOR_DISCONNECTED, f"{call}: panel not connected")
-        if self.faults.consume("comm_timeout"):
-            self.clock.sleep(COMM_TIMEOUT_S, cancel)
-            with self._cond:
-                self._armed = False
-                self._pending = None
-            raise DiosError(COMM_LOST, f"image link lost during {call}")
+        self._check(call, cancel, acquiring=True)
 
     def read_frame(self, cancel: threading.Event, timeout: float) -> Frame:
         """Wait (simulated ``timeout`` seconds at most) for the window to close, read out.
