@@ -1,11 +1,13 @@
 # Two commands on a fresh Debian machine with Python 3.11:
 #   make demo   - create .venv, install the engine, run one exposure end to end on the simulators
-#   make test   - same set-up, then the whole test suite
+#   make test   - same set-up, then `make lint`, then the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SOURCES := setup.py pyproject.toml $(wildcard native/*.pyx native/*.pxd)
+# The import contracts (layers of the packages); see the file's comments and README's Layout.
+IMPORT_CONTRACTS := .importlinter
 
 .PHONY: demo test bench lint clean install _apt
 
@@ -33,7 +35,8 @@ _apt:
 demo: $(STAMP)
 	$(BIN)/dios acquire
 
-test: $(STAMP)
+# The suite runs only on code that keeps the lint rules and the import contracts.
+test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -41,8 +44,10 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest bench -o testpaths=bench --benchmark-only \
 		--benchmark-json=bench/results/latest.json -p no:cacheprovider
 
+# ruff, then import-linter on the contracts file (no cache directory left in the tree).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports $(IMPORT_CONTRACTS) --no-cache --no-logo
 
 clean:
 	rm -rf $(VENV) build *.egg-info native/*.so native/*.c

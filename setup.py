@@ -43,6 +43,8 @@ EXTRAS = {
         "pytest-benchmark>=4,<6",
         "httpx>=0.27,<1",
         "ruff>=0.5",
+        "import-linter>=2.17,<3",
+        "hypothesis>=6.100,<7",
     ],
     "postgres": ["psycopg[binary]>=3.1,<4"],
 }
