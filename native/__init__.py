@@ -4,7 +4,9 @@ What lives here: private ``_*.pyx`` kernels built by ``setup.py`` at install tim
 this module, which imports them and fails loudly when they are missing. Callers use
 the validating wrappers in ``processing/``; nothing here checks its input.
 
-May import: numpy only.
+May import: numpy only; none of the project's packages (contract ``native-leaf`` in
+``.importlinter``, checked by ``make lint``). Of the project's packages only
+``processing`` imports it.
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ processing profiles (``profiles``), validating wrappers around the compiled kern
 chains the stages (``pipeline``).
 
 May import: numpy, numba, scipy, OpenCV and ``native`` (the Cython kernels). Never
-``dios``: the pipeline knows nothing of the device bus.
+``dios``, ``drivers`` or ``simulators``: the pipeline knows nothing of the device bus, the
+hardware or the simulated room (contract ``processing-pure`` in ``.importlinter``, checked by
+``make lint``). In ``dios``, the detector device (``processing.calibration``) and
+``dios.acquisition`` (the pipeline) use it.
 
 numba's OpenMP workers are made to sleep instead of spinning after a parallel kernel
 (``OMP_WAIT_POLICY=passive`` unless already set), so that they do not steal the second

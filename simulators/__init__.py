@@ -6,6 +6,11 @@ detector panel formats, phantom, frame synthesis with ground truth, and the dete
 backend. Simulators implement the backend contracts of ``dios.devices.backends`` and the
 wire protocols of ``drivers`` so that real drivers can be tested against them.
 
-May import: ``dios.codes``, ``dios.clock``, ``dios.devices.backends``, the protocol codecs
-in ``drivers`` (never a driver's transport), numpy, scipy and OpenCV.
+May import: from ``dios`` only ``dios.codes``, ``dios.clock`` (simulated time),
+``dios.devices.backends`` (the contracts implemented here) and ``dios.uri``; from ``drivers``
+only the wire-protocol codecs (``drivers.<device>_protocol``, e.g.
+``drivers.generator_protocol``), never a driver's transport; numpy, scipy and OpenCV.
+Imported, inside ``dios``, only by ``dios.backends`` (the ``simulator://`` scheme) and
+``dios.engine``. Contracts ``simulators-allowed`` and ``simulators-plugged-in`` in
+``.importlinter``, checked by ``make lint``.
 """
