@@ -59,10 +59,10 @@ class ProgressPrinter:
 
 
 def _calibrate_if_needed(engine: Any, say: ProgressPrinter, frames: int) -> None:
+    from dios.acquisition.lifecycle import check
+    from dios.acquisition.waits import wait_status
     from dios.messages import EventKind
     from dios.uri import DETECTOR
-    from dios.workflow.exposure import check
-    from dios.workflow.waits import wait_status
 
     if engine.detector.calibration is not None:
         say("calibration", "using stored calibration maps")
@@ -101,10 +101,10 @@ DEMO_PATIENT = {
 
 def cmd_acquire(args: argparse.Namespace) -> int:
     """Register a demo study in the embedded store, expose its view, store the image."""
+    from dios.acquisition.sink import summary
     from dios.engine import build_engine
     from dios.messages import EventKind
     from dios.serve import build_services
-    from dios.workflow.exposure import summary
 
     say = ProgressPrinter(args.quiet)
     cfg = load_config(args.config, data_dir=Path(args.data_dir) if args.data_dir else None)
@@ -114,7 +114,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
         cfg.devices.panel = args.panel
     cfg.ensure_dirs()
     say("engine", f"devices: generator={cfg.devices.generator} detector={cfg.devices.detector} "
-                  f"panel={cfg.devices.panel}; store {cfg.database}")
+                  f"panel={cfg.devices.panel}; store {cfg.database_url}")
     engine = build_engine(cfg)
     with engine:
         # no start-up recovery here: a server may be running on the same data directory
@@ -133,7 +133,12 @@ def cmd_acquire(args: argparse.Namespace) -> int:
             sub = engine.hub.subscribe("DIOS/TASK/Exposure", kinds=[EventKind.PROGRESS],
                                        handler=lambda ev: say(ev.name, f"{ev.value} %"))
             try:
-                image = services.task.expose(sop, client="dios-cli")
+                override: dict[str, Any] = {}
+                if args.kv:
+                    override["kv"] = args.kv
+                if args.mas:
+                    override.update(mas=args.mas, mode=1)
+                image = services.task.expose(sop, client="dios-cli", override=override or None)
             finally:
                 sub.close(drain=2.0)  # print the last progress lines before the summary
             outcome = services.task.last_outcome
@@ -141,10 +146,8 @@ def cmd_acquire(args: argparse.Namespace) -> int:
         finally:
             services.task.close()
     assert outcome is not None
-    outcome.dicom_path = dicom_path
-    if outcome.preview_path is not None:
-        outcome.preview_path = Path(outcome.preview_path).resolve()
     info = summary(outcome)
+    info["dicom"] = str(dicom_path)
     info["study"] = {"study_id": study["study_id"], "sop_instance_uid": sop,
                      "expose_status": image.get("expose_status"),
                      "storage_status": image.get("storage_status")}
@@ -181,7 +184,7 @@ def _print_summary(info: dict[str, Any]) -> None:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from dios.workflow.offline import process_file
+    from dios.acquisition.offline import process_file
 
     say = ProgressPrinter(False)
     result = process_file(Path(args.input), profile=args.profile, out_dir=Path(args.out),

@@ -19,12 +19,19 @@ calibration, secrets) in ``./dios-data`` and every listener on 127.0.0.1. Exampl
     [database]
     url = ""                    # empty: sqlite in data_dir; or postgresql://user@host:5432/db
 
-    [devices]
-    generator = "simulator"     # or "serial:socket://127.0.0.1:5001", "serial:serial:///dev/ttyUSB0"
-    detector = "simulator"
+    [devices]                   # backend URLs, see dios.backends
+    generator = "simulator://"  # or "socket://127.0.0.1:5001", "serial:///dev/ttyUSB0?baud=19200"
+    detector = "simulator://"   # or "simulator://CSI_4343?xrays=events"
     panel = "CSI_4343"
-    clock_scale = 1.0           # simulated seconds per real second (simulators only)
+    clock_scale = 1.0           # simulated seconds per real second (simulated devices only)
     seed = 0
+    timeout = 10.0              # seconds a device command waits for its reply
+
+    [acquisition]
+    exposure_timeout = 60.0     # seconds from Expose to the frame
+
+Each ``[section]`` belongs to one dataclass registered with :func:`section`; its
+``validate()`` checks its own values.
 """
 
 from __future__ import annotations
@@ -44,19 +51,96 @@ class ConfigError(ValueError):
     """A configuration file or value is invalid."""
 
 
-@dataclass
-class DevicesConfig:
-    generator: str = "simulator"
-    detector: str = "simulator"
-    panel: str = "CSI_4343"
-    clock_scale: float = 1.0
-    seed: int = 0
+# --- sections ------------------------------------------------------------------------------
+#: ``[name]`` -> the dataclass that owns it; filled by :func:`section`.
+SECTIONS: dict[str, type] = {}
+
+
+def section(name: str) -> Any:
+    """Class decorator: the dataclass owns the ``[name]`` table of the configuration.
+
+    Its fields are the table's keys (typed by their defaults; an unknown key or a value
+    of the wrong type is refused) and its optional ``validate()`` method checks the
+    values together, raising :class:`ConfigError`. Adding a subsystem's settings is one
+    such class; :func:`load_config` needs no change.
+    """
+
+    def register(cls: type) -> type:
+        SECTIONS[name] = cls
+        return cls
+
+    return register
 
 
 @dataclass
 class ListenerConfig:
     host: str = "127.0.0.1"
     port: int = 0
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port out of range: {self.port}")
+        if not self.host:
+            raise ConfigError("host must not be empty")
+
+
+@section("http")
+@dataclass
+class HttpConfig(ListenerConfig):
+    port: int = 8080
+
+
+@section("rpc")
+@dataclass
+class RpcConfig(ListenerConfig):
+    port: int = 18800
+
+
+@section("database")
+@dataclass
+class DatabaseConfig:
+    url: str = ""  # empty: SQLite in the data directory
+
+
+@section("devices")
+@dataclass
+class DevicesConfig:
+    """Where the devices are: one backend URL each (see :mod:`dios.backends`)."""
+
+    generator: str = "simulator://"
+    detector: str = "simulator://"
+    panel: str = "CSI_4343"
+    clock_scale: float = 1.0   # simulated seconds per real second (simulated devices only)
+    seed: int = 0
+    timeout: float = 10.0      # seconds a bus request waits for its device's reply
+
+    def validate(self) -> None:
+        if not self.clock_scale > 0:
+            raise ConfigError("clock_scale must be > 0")
+        if not self.timeout > 0:
+            raise ConfigError("timeout must be > 0")
+        from dios.backends import BackendError, check
+
+        for kind in ("generator", "detector"):
+            try:
+                check(kind, getattr(self, kind))
+            except BackendError as exc:
+                raise ConfigError(str(exc)) from None
+
+
+@section("acquisition")
+@dataclass
+class AcquisitionConfig:
+    """The exposure lifecycle's settings."""
+
+    exposure_timeout: float = 60.0   # seconds from Expose to the frame before it fails
+    max_upload_mb: int = 32          # largest PNG accepted for an image upload
+
+    def validate(self) -> None:
+        if not 1.0 <= self.exposure_timeout <= 3600.0:
+            raise ConfigError("exposure_timeout must be within 1..3600 s")
+        if not 1 <= self.max_upload_mb <= 1024:
+            raise ConfigError("max_upload_mb must be within 1..1024")
 
 
 @dataclass
@@ -67,15 +151,20 @@ class Config:
     work_station_id: int = 1
     station_name: str = "DIOS"
     institution: str = ""
-    http: ListenerConfig = field(default_factory=lambda: ListenerConfig("127.0.0.1", 8080))
-    rpc: ListenerConfig = field(default_factory=lambda: ListenerConfig("127.0.0.1", 18800))
-    database_url: str = ""
+    http: ListenerConfig = field(default_factory=HttpConfig)
+    rpc: ListenerConfig = field(default_factory=RpcConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)  # type: ignore[assignment]
     devices: DevicesConfig = field(default_factory=DevicesConfig)
+    acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
 
     @property
-    def database(self) -> str:
+    def database_url(self) -> str:
         """The database URL; SQLite in the data directory unless configured."""
-        return self.database_url or f"sqlite:///{(self.data_dir / 'dios.db').resolve()}"
+        return self.database.url or f"sqlite:///{(self.data_dir / 'dios.db').resolve()}"
+
+    @database_url.setter
+    def database_url(self, url: str) -> None:
+        self.database = DatabaseConfig(url)
 
     def ensure_dirs(self) -> None:
         """Create the data directory tree (images, calibration, logs)."""
@@ -86,6 +175,10 @@ class Config:
         d = asdict(self)
         d["data_dir"] = str(self.data_dir)
         return d
+
+
+#: top-level keys (those that are not sections)
+_TOP = ("data_dir", "uid_root", "product", "work_station_id", "station_name", "institution")
 
 
 def _section(cls: type, raw: object, where: str) -> Any:
@@ -102,7 +195,7 @@ def _section(cls: type, raw: object, where: str) -> Any:
         default = getattr(obj, key)
         if isinstance(default, bool) or not isinstance(value, type(default)) and not (
             isinstance(default, float) and isinstance(value, int)
-        ):
+        ) or isinstance(value, bool) and not isinstance(default, bool):
             raise ConfigError(f"[{where}] {key} must be {type(default).__name__}, got {value!r}")
         setattr(obj, key, type(default)(value))
     return obj
@@ -120,19 +213,14 @@ def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Conf
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: {exc}") from None
     cfg = Config()
-    top = {"data_dir", "uid_root", "product", "work_station_id", "station_name", "institution"}
-    unknown = set(raw) - top - {"http", "rpc", "database", "devices"}
+    unknown = set(raw) - set(_TOP) - set(SECTIONS)
     if unknown:
         raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
-    for key in top & set(raw):
+    for key in set(_TOP) & set(raw):
         setattr(cfg, key, raw[key])
-    cfg.http = _section(ListenerConfig, raw.get("http"), "http") if "http" in raw else cfg.http
-    cfg.rpc = _section(ListenerConfig, raw.get("rpc"), "rpc") if "rpc" in raw else cfg.rpc
-    cfg.devices = _section(DevicesConfig, raw.get("devices"), "devices")
-    db = raw.get("database") or {}
-    if not isinstance(db, dict) or set(db) - {"url"}:
-        raise ConfigError("[database] takes only 'url'")
-    cfg.database_url = str(db.get("url", ""))
+    for name, cls in SECTIONS.items():
+        if name in raw:
+            setattr(cfg, name, _section(cls, raw[name], name))
     for key, value in overrides.items():
         if value is not None:
             setattr(cfg, key, value)
@@ -144,22 +232,22 @@ def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Conf
 def _validate(cfg: Config) -> None:
     if cfg.product not in ("DROS", "VETDROS"):
         raise ConfigError(f"product must be DROS or VETDROS, got {cfg.product!r}")
-    if not isinstance(cfg.work_station_id, int) or cfg.work_station_id < 1:
+    if isinstance(cfg.work_station_id, bool) or not isinstance(cfg.work_station_id, int) \
+            or cfg.work_station_id < 1:
         raise ConfigError("work_station_id must be a positive integer")
+    for key in ("station_name", "institution"):
+        if not isinstance(getattr(cfg, key), str):
+            raise ConfigError(f"{key} must be a string")
     from dios.uids import MAX_ROOT_LENGTH, uid_problem
 
     problem = uid_problem(cfg.uid_root) if isinstance(cfg.uid_root, str) else "not a string"
     if problem or len(cfg.uid_root) > MAX_ROOT_LENGTH:
         raise ConfigError(f"uid_root {cfg.uid_root!r} is not a valid DICOM UID root "
                           f"(<= {MAX_ROOT_LENGTH} chars): {problem or 'too long'}")
-    for name, lst in (("http", cfg.http), ("rpc", cfg.rpc)):
-        if not 0 <= lst.port <= 65535:
-            raise ConfigError(f"[{name}] port out of range: {lst.port}")
-    if not cfg.devices.clock_scale > 0:
-        raise ConfigError("[devices] clock_scale must be > 0")
-    for dev in ("generator", "detector"):
-        spec = getattr(cfg.devices, dev)
-        if spec != "simulator" and not spec.startswith("serial:"):
-            raise ConfigError(f"[devices] {dev} must be 'simulator' or 'serial:<url>', got {spec!r}")
-    if cfg.devices.detector != "simulator":
-        raise ConfigError("[devices] detector: only 'simulator' is available in this release")
+    for name in SECTIONS:
+        check = getattr(getattr(cfg, name), "validate", None)
+        if check is not None:
+            try:
+                check()
+            except ConfigError as exc:
+                raise ConfigError(f"[{name}] {exc}") from None

@@ -6,8 +6,10 @@ This is the one place where backends are chosen and plugged into the device logi
     with build_simulated_engine(clock_scale=50) as eng:
         eng.bus.call("DIOS/DEVICE/Generator", "SetParam_KV", 81)
 
-``build_engine(config)`` does the same from a :class:`dios.config.Config` (simulators by
-default, ``serial:<url>`` for a real generator on a serial port or TCP bridge).
+``assemble(generator_url, detector_url)`` builds the devices on the backends two URLs
+name (:mod:`dios.backends`: ``simulator://``, ``serial:///dev/ttyUSB0?baud=19200``,
+``socket://host:port``...) and wires the room's X-ray enable line between them;
+``build_engine(config)`` does the same from a :class:`dios.config.Config`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from dios.bus import DeviceBus
-from dios.clock import SimClock
+from dios.clock import REAL_TIME, SimClock
 from dios.codes import DiosError
 from dios.config import Config
 from dios.devices.detector import Detector
 from dios.devices.generator import Generator
+from dios.devices.interlock import XrayEnable
 from dios.events import EventHub
+from dios.messages import Event, EventKind
 from dios.uri import DETECTOR, GENERATOR
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,8 @@ class Engine:
     faults: dict[str, Any] = field(default_factory=dict)
     config: Config | None = None
     panel: str = ""
+    xray_enable: XrayEnable | None = None
+    bridge: Any = None
     _started: bool = False
 
     @property
@@ -57,6 +63,15 @@ class Engine:
         from simulators.room import Scene
 
         self.room.scene = Scene(sid_cm=sid_cm, collimation=collimation, phantom=phantom)
+
+    def set_geometry(self, sid_cm: float | None) -> None:
+        """The source-image distance of the next exposure (the simulated beam's; real
+        hardware positions itself)."""
+        if self.room is None or not sid_cm:
+            return
+        import dataclasses
+
+        self.room.scene = dataclasses.replace(self.room.scene, sid_cm=float(sid_cm))
 
     def start(self) -> Engine:
         """Start the bus, initialise the generator and connect the detector."""
@@ -78,6 +93,8 @@ class Engine:
         if not self._started:
             return
         self._started = False
+        if self.bridge is not None:
+            self.bridge.close()
         self.bus.stop()
         for backend in (self.generator.backend, self.detector.backend):
             close = getattr(backend, "close", None) or getattr(backend, "disconnect", None)
@@ -94,57 +111,95 @@ class Engine:
         self.stop()
 
 
-def build_simulated_engine(clock_scale: float = 1.0, panel: str = "CSI_4343", seed: int = 0,
-                           calibration_dir: str | Path | None = None,
-                           timeout: float = 10.0, generator_url: str | None = None) -> Engine:
-    """An engine on the detector simulator and the generator simulator (or, with
-    ``generator_url``, a real generator reached through pyserial), sharing one X-ray room."""
-    from simulators.detector import SimDetectorBackend
-    from simulators.faults import FaultInjector
+def assemble(generator: str = "simulator://", detector: str = "simulator://", *,
+             clock_scale: float = 1.0, panel: str = "", seed: int = 0,
+             calibration_dir: str | Path | None = None, timeout: float = 10.0) -> Engine:
+    """An engine on the backends the two device URLs name (see :mod:`dios.backends`).
+
+    Simulated backends share one X-ray room and run on a simulation clock of
+    ``clock_scale``; real backends, and the devices driving them, run on the wall clock.
+    A simulated detector takes its X-rays from the room (the simulated generator's shots)
+    or, beside any other generator, from the generator's exposure events on the bus
+    (``?xrays=events``, the default then): a generator-only bench runs end to end.
+    """
+    from dios import backends
     from simulators.room import XrayRoom
 
     clock = SimClock(clock_scale)
     hub = EventHub()
     bus = DeviceBus(hub, timeout=timeout)
     room = XrayRoom()
-    faults = {"detector": FaultInjector()}
-    if generator_url:
-        from drivers.generator_serial import SerialGeneratorBackend
+    gen_scheme, _ = backends.registry.lookup("generator", generator)
+    _, det_url = backends.registry.lookup("detector", detector)
+    xrays = det_url.query.get("xrays") or ("room" if gen_scheme.name == "simulator" else "events")
+    ctx = backends.BuildContext(clock=clock, room=room if xrays == "room" else None, seed=seed,
+                                calibration_dir=Path(calibration_dir) if calibration_dir else None)
+    gen = backends.build("generator", generator, ctx)
+    ctx.room = room
+    det = backends.build("detector", detector, ctx)
+    if clock_scale != 1.0 and not (gen.simulated and det.simulated):
+        log.warning("clock_scale %g applies to the simulated devices only; the real %s runs "
+                    "on the wall clock", clock_scale,
+                    " and ".join(n for n, b in (("generator", gen), ("detector", det))
+                                 if not b.simulated))
+    line = XrayEnable()
+    gen_dev = Generator(GENERATOR, hub, gen.backend, clock=clock if gen.simulated else REAL_TIME,
+                        xray_enable=line)
+    det_dev = Detector(DETECTOR, hub, det.backend, clock=clock if det.simulated else REAL_TIME,
+                       calibration_dir=str(calibration_dir) if calibration_dir else None,
+                       xray_enable=line)
+    bus.register(gen_dev)
+    bus.register(det_dev)
+    engine = Engine(hub, bus, gen_dev, det_dev, clock, room, ctx.faults, panel=det.panel or panel,
+                    xray_enable=line)
+    if det.simulated and xrays == "events":
+        engine.bridge = ExposureBridge(hub, room)
+    return engine
 
-        gen_backend: Any = SerialGeneratorBackend(generator_url, clock=clock)
-    else:
-        from simulators.generator import SimGeneratorBackend
 
-        faults["generator"] = FaultInjector()
-        gen_backend = SimGeneratorBackend(clock=clock, room=room, faults=faults["generator"])
-    det_backend = SimDetectorBackend(room=room, clock=clock, seed=seed, faults=faults["detector"])
-    generator = Generator(GENERATOR, hub, gen_backend, clock=clock)
-    detector = Detector(DETECTOR, hub, det_backend, clock=clock,
-                        calibration_dir=str(calibration_dir) if calibration_dir else None)
-    bus.register(generator)
-    bus.register(detector)
-    return Engine(hub, bus, generator, detector, clock, room, faults, panel=panel)
+class ExposureBridge:
+    """X-rays for a simulated panel from any generator's exposure events on the bus.
 
-
-def generator_url(spec: str) -> str | None:
-    """The pyserial URL of a ``[devices] generator`` setting, None for the simulator.
-
-    ``serial:socket://127.0.0.1:5001`` and ``serial:///dev/ttyUSB0`` (a pyserial URL
-    itself) are both accepted.
+    Each finished exposure the generator device reports (its post-exposure readback:
+    kV, mA, ms, mAs, focus) becomes a shot in the simulated room, so a real generator
+    (over serial or TCP) exposes the simulated detector as it would a real one.
     """
-    if spec == "simulator":
-        return None
-    if spec.startswith("serial://"):
-        return spec
-    return spec[len("serial:"):]
+
+    def __init__(self, hub: EventHub, room: Any) -> None:
+        self.room = room
+        self.shots = 0
+        self._sub = hub.subscribe(GENERATOR, handler=self._on_event, kinds=[EventKind.EXPOSURE])
+
+    def _on_event(self, ev: Event) -> None:
+        from simulators.room import XrayShot
+
+        rec = ev.data.get("record")
+        if not isinstance(rec, dict) or not rec.get("mas"):
+            return
+        self.shots += 1
+        self.room.emit(XrayShot(float(rec["kv"]), float(rec["ma"]), float(rec["ms"]),
+                                float(rec["mas"]), int(rec.get("focus", 1)),
+                                float(rec.get("timestamp", 0.0))))
+
+    def close(self) -> None:
+        self._sub.close()
+
+
+def build_simulated_engine(clock_scale: float = 1.0, panel: str = "CSI_4343", seed: int = 0,
+                           calibration_dir: str | Path | None = None,
+                           timeout: float = 10.0, generator_url: str | None = None) -> Engine:
+    """An engine on the detector simulator and the generator simulator (or, with
+    ``generator_url``, any generator URL, e.g. ``socket://127.0.0.1:5001``)."""
+    return assemble(generator_url or "simulator://", "simulator://", clock_scale=clock_scale,
+                    panel=panel, seed=seed, calibration_dir=calibration_dir, timeout=timeout)
 
 
 def build_engine(config: Config) -> Engine:
     """Build the engine the configuration describes (simulators unless configured)."""
     dev = config.devices
     config.ensure_dirs()
-    engine = build_simulated_engine(dev.clock_scale, dev.panel, dev.seed,
-                                    config.data_dir / "calibration",
-                                    generator_url=generator_url(dev.generator))
+    engine = assemble(dev.generator, dev.detector, clock_scale=dev.clock_scale, panel=dev.panel,
+                      seed=dev.seed, calibration_dir=config.data_dir / "calibration",
+                      timeout=dev.timeout)
     engine.config = config
     return engine

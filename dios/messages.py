@@ -118,6 +118,11 @@ class EventKind:
 _seq = itertools.count(1)
 
 
+def seq_mark() -> int:
+    """A sequence number: every event made after this call has a larger ``seq``."""
+    return next(_seq)
+
+
 @dataclass(frozen=True)
 class Event:
     """Something that happened on a device. Events caused by a request carry its ids."""

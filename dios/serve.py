@@ -43,10 +43,10 @@ class _Uvicorn(uvicorn.Server):
 
 def calibrate_if_needed(engine: Any, frames: int = 4, timeout: float = 600.0) -> None:
     """Run offset, gain and defect calibration of the selected mode when none is stored."""
+    from dios.acquisition.lifecycle import check
+    from dios.acquisition.waits import wait_status
     from dios.codes import NOT_CALIBRATED, DiosError
     from dios.uri import DETECTOR
-    from dios.workflow.exposure import check
-    from dios.workflow.waits import wait_status
 
     if engine.detector.calibration is not None:
         return
@@ -93,36 +93,23 @@ def build_services(config: Config, engine: Any, db: Any = None, *,
 
     secure_data_dir(config)
     if db is None:
-        db = open_database(config.database)
+        db = open_database(config.database_url)
     auth = AuthService(db, config.data_dir, **(auth_options or {}))
     catalog = CatalogService(config.data_dir)
     study = StudyService(db, catalog, UidFactory(config.uid_root), product=config.product,
-                         data_dir=config.data_dir, station=config.station_name)
+                         data_dir=config.data_dir, station=config.station_name, hub=engine.hub)
     if recover:
         study.recover()
-    study.subscribe(study_events_to_hub(engine.hub))
     drivers = engine.drivers_info
     resource = ResourceService(config.data_dir, auth, catalog, product=config.product,
                                fpd=drivers["FPD"], gen=drivers["GEN"])
+    acq = config.acquisition
     task = TaskService(engine, study, catalog, config.data_dir,
                        work_station_id=config.work_station_id, uid_root=config.uid_root,
-                       station_name=config.station_name)
+                       station_name=config.station_name, exposure_timeout=acq.exposure_timeout,
+                       max_upload=acq.max_upload_mb << 20)
     return Services(auth=auth, resource=resource, catalog=catalog, study=study, task=task,
                     engine=engine, config=config)
-
-
-def study_events_to_hub(hub: Any) -> Any:
-    """A study-service listener that republishes its changes on the event hub as
-    ``DIOS/STUDY/<study_id>`` ``state`` events named after the change."""
-    from dios.messages import Event, EventKind
-    from dios.shim.events import plain
-
-    def publish(kind: str, data: dict[str, Any]) -> None:
-        study_id = str(data.get("study_id", ""))
-        hub.publish(Event(f"DIOS/STUDY/{study_id}", EventKind.STATE, kind, study_id,
-                          plain(data, binary=False)))
-
-    return publish
 
 
 class Console:
@@ -178,7 +165,7 @@ class Console:
         self.engine.start()
         if self.calibrate:
             calibrate_if_needed(self.engine, self.calibration_frames)
-        self.db = open_database(cfg.database)
+        self.db = open_database(cfg.database_url)
         self.services = build_services(cfg, self.engine, self.db,
                                        auth_options=self.auth_options)
 

@@ -751,8 +751,8 @@ def test_import_path_and_relative_file(svc, tmp_path):
     study = svc.register(seed_register_request())
     sop = _images(study)[2]["sop_instance_id"]
     _files(tmp_path, sop)
-    got = svc.mark_exposed(sop, image_file_path=f"images/{sop}.dcm", secondary_sop_uid="1.2.3.4",
-                           acquisition_context=None, img_proc_context={"source": "png-upload"})
+    got = svc.mark_imported(sop, f"images/{sop}.dcm", secondary_sop_uid="1.2.3.4",
+                            img_proc={"source": "png-upload"})
     assert got["image_file_path"] == f"images/{sop}.dcm" and got["secondary_sop_uid"] == "1.2.3.4"
     assert got["img_proc_context"] == {"source": "png-upload"} and got["expose_status"] == "Exposed"
     assert svc.get(study["study_id"])["study_status"] == "InProgress"
@@ -840,7 +840,7 @@ def test_lock_blocks_changes_but_not_a_running_exposure(svc, tmp_path):
     f, p = _files(tmp_path, b)
     assert svc.mark_exposed(b, {}, f, p)["expose_status"] == "Exposed"  # in flight: lands
     _files(tmp_path, c)
-    assert _err(svc.mark_exposed, c, {}, f).code is STUDY_LOCKED  # an import does not
+    assert _err(svc.mark_imported, c, f).code is STUDY_LOCKED  # an import does not
     assert _err(svc.set_lock, sid, "Open").code is INVALID_FIELD
     assert _err(svc.set_lock, sid, None).code is MISSING_FIELD
     svc.set_lock(sid, "Locked")  # repeat: no-op
@@ -973,18 +973,31 @@ def test_image_and_image_context(svc, tmp_path):
     assert set(CREATED_IMAGE_FIELDS) - set(IMAGE_FIELDS) == {"image_status"}
 
 
+def _drain(sub, n: int, timeout: float = 30.0) -> list:
+    """The next ``n`` events of a pull subscription (waiting up to ``timeout`` for each)."""
+    out = []
+    for _ in range(n):
+        ev = sub.get(timeout=timeout)
+        assert ev is not None, f"only {len(out)} of {n} events arrived: {out}"
+        out.append(ev)
+    return out
+
+
 def test_events_after_commit(svc, tmp_path):
-    seen = []
-    svc.subscribe(lambda kind, data: seen.append((kind, data.get("study_id"))))
-    svc.subscribe(lambda kind, data: 1 / 0)  # a failing listener breaks nothing
+    sub = svc.hub.subscribe("DIOS/STUDY/*")
+    broken = svc.hub.subscribe("DIOS/STUDY/*", handler=lambda ev: 1 / 0)  # breaks nothing
     study = svc.register(seed_register_request())
     sid = study["study_id"]
     _expose(svc, tmp_path, _images(study)[0]["sop_instance_id"])
     _err(svc.set_study_status, sid, "Arrived")
+    svc.set_study_status(sid, "Completed")
     svc.delete_studies([sid])
-    assert [k for k, _ in seen] == ["study.registered", "image.updated", "image.ready",
-                                    "study.deleted"]
-    assert all(s == sid for _, s in seen)
+    seen = _drain(sub, 5)
+    assert [e.name for e in seen] == ["study.registered", "image.updated", "image.updated",
+                                      "study.completed", "study.deleted"]
+    assert all(e.deviceUri == f"DIOS/STUDY/{sid}" and e.value == sid for e in seen)
+    assert sub.get(timeout=0.2) is None  # the refused change published nothing
+    broken.close()
 
 
 # -- concurrency ---------------------------------------------------------------------------------
@@ -1058,6 +1071,7 @@ def test_an_exposure_lands_in_exactly_one_image(any_svc, tmp_path):
     study = any_svc.register(seed_register_request())
     sop = _images(study)[0]["sop_instance_id"]
     f, p = _files(tmp_path, sop)
+    any_svc.mark_exposing(sop)
     results = []
 
     def worker(i):
@@ -1135,7 +1149,7 @@ def test_recover_resets_interrupted_exposures_and_removes_orphan_files(any_svc, 
     outside = tmp_path / "calibration.bin"  # outside images/ and previews/: never touched
     outside.write_bytes(b"x")
     events = []
-    svc.subscribe(lambda kind, data: events.append((kind, data)))
+    sub = svc.hub.subscribe("DIOS/STUDY/*")
 
     got = svc.recover()
 
@@ -1149,6 +1163,7 @@ def test_recover_resets_interrupted_exposures_and_removes_orphan_files(any_svc, 
     assert (ctx["expose_status"], ctx["image_status"], ctx["storage_status"]) == (
         "Unexposed", "QUEUING", "NotSaved")
     assert svc.image(sops[0])["expose_status"] == "Exposed"
+    events = [(e.name, e.data) for e in _drain(sub, 1)]
     assert events == [("image.updated", {"study_id": study["study_id"], "instance_uid": sops[1],
                                          "expose_status": "Unexposed",
                                          "reason": "recovered at start"})]

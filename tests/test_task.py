@@ -15,8 +15,8 @@ import pytest
 from dios.codes import DiosError
 from dios.task.service import check_file_name, check_uid, command_permission
 from dios.uri import DETECTOR, GENERATOR
-from dios.workflow.exposure import check
-from dios.workflow.waits import wait_status
+from dios.acquisition.lifecycle import check
+from dios.acquisition.waits import wait_status
 from tests.console_helpers import images_of, start_console, study_request
 from tests.test_shim_http import png_bytes
 
@@ -146,7 +146,7 @@ def test_device_command_flow_like_the_console(svc):
         svc.task.device_command({"deviceUri": GENERATOR, "reqName": "Expose", "reqParam": "",
                                  "reqTransaction": "tx1", "reqClientID": "console"})
         ev = sub.get(timeout=30)
-        assert ev is not None and ev.name == "ready" and ev.value == sop
+        assert ev is not None and ev.name == "image.stored" and ev.value == sop
         assert ev.reqTransaction == "tx1"
     finally:
         sub.close()
@@ -323,7 +323,7 @@ def test_x_rays_that_miss_the_panel_fail_when_its_window_closes(svc):
     finally:
         task.exposure_timeout = saved
         sub.close()
-    failed = [ev for ev in events if ev.name == "expose_failed"]
+    failed = [ev for ev in events if ev.name == "exposure.failed"]
     assert failed and "no X-rays" in failed[0].data["description"]
     assert image_of(svc, sops[1])["expose_status"] == "Unexposed"
     assert task.expose(sops[0])["expose_status"] == "Exposed"

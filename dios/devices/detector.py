@@ -85,6 +85,7 @@ from dios.codes import (
 )
 from dios.devices.backends import DetectorBackend, Frame, PanelMode
 from dios.devices.base import Device, command, parse_int
+from dios.devices.interlock import XrayEnable
 from dios.events import EventHub
 from dios.fsm import StateMachine
 from dios.messages import EventKind
@@ -164,15 +165,19 @@ class Detector(Device):
         Where the calibration maps of each mode are saved and loaded from.
     arm_window_s : float
         Simulated seconds a prepared panel waits for X-rays before returning to Standby.
+    xray_enable : XrayEnable, optional
+        The room's X-ray enable line: armed while the panel is Ready, dropped when it
+        leaves Ready for anything but X-rays (a beam in progress is stopped first).
     """
 
     status_prefix = "DETECTOR_STATUS_"
 
     def __init__(self, uri: str, hub: EventHub, backend: DetectorBackend,
                  clock: SimClock = REAL_TIME, calibration_dir: str | os.PathLike[str] | None = None,
-                 arm_window_s: float = ARM_WINDOW_S) -> None:
+                 arm_window_s: float = ARM_WINDOW_S, xray_enable: XrayEnable | None = None) -> None:
         super().__init__(uri, hub, clock)
         self.backend = backend
+        self.xray_enable = xray_enable
         self.fsm = StateMachine("Detector", TRANSITIONS, S.Disconnected, self._state_changed)
         self.calibration_dir = Path(calibration_dir) if calibration_dir is not None else None
         self.arm_window_s = float(arm_window_s)
@@ -242,6 +247,26 @@ class Detector(Device):
     def _backend_connected(self) -> bool:
         flag = getattr(self.backend, "connected", None)
         return bool(flag) if isinstance(flag, bool) else self._linked
+
+    # --- the X-ray enable line ----------------------------------------------------------------
+    def _state_changed(self, old: Enum, new: Enum, event: str) -> None:
+        line = self.xray_enable
+        if line is not None:
+            if new is S.Ready:
+                line.panel_armed()
+            elif old is S.Ready and event == "xray":
+                line.panel_exposed()
+            elif old is S.Ready:
+                # a fault, the window running out, a software trigger: the beam must stop
+                line.panel_dropped(f"detector {event}", wait=False)
+        super()._state_changed(old, new, event)
+
+    def _drop_line(self, why: str) -> None:
+        """Before an Abort/Disconnect/trigger: stop a beam in progress and wait for it."""
+        line = self.xray_enable
+        if line is not None and not line.panel_dropped(why, wait=True):
+            raise DiosError(WRONG_STATE, f"{why}: the generator did not stop its beam; "
+                                         "abort the generator")
 
     # --- helpers -------------------------------------------------------------------------------
     def _on_fault(self, err: DiosError) -> None:
@@ -330,6 +355,7 @@ class Detector(Device):
     @command("Disconnect")
     def disconnect(self, param: str) -> tuple[str, dict]:
         self.fsm.require("disconnect")
+        self._drop_line("detector Disconnect")
         if self.state is S.Ready:
             self.cancel_job()
         try:
@@ -377,14 +403,15 @@ class Detector(Device):
         self._hw(self.backend.arm)
         self.fsm.fire("prepare")
         armed_at = self.clock.now()
+        arm = self.xray_enable.arms if self.xray_enable is not None else 0
         try:
-            self.start_job("acquire", lambda cancel: self._acquire_job(cancel, armed_at))
+            self.start_job("acquire", lambda cancel: self._acquire_job(cancel, armed_at, arm))
         except DiosError:
             self.fsm.fire_if("abort")
             raise
         return self._status()
 
-    def _acquire_job(self, cancel: threading.Event, armed_at: float) -> None:
+    def _acquire_job(self, cancel: threading.Event, armed_at: float, arm: int = 0) -> None:
         try:
             frame = self.backend.read_frame(cancel, self.arm_window_s)
         except DiosError as err:
@@ -409,11 +436,12 @@ class Detector(Device):
         self.frames_acquired += 1
         self.last_frame = frame
         self.publish(EventKind.IMAGE, frame.kind, frame.meta.get("index", self.frames_acquired),
-                     frame=frame)
+                     frame=frame, arm=arm)
 
     @command("Acquire")
     def acquire(self, param: str) -> tuple[str, dict]:
         self.fsm.require("trigger")
+        self._drop_line("detector software trigger")
         self._hw(self.backend.trigger)
         # the acquisition job may already have reported the closed window (Acquiring)
         self.fsm.fire_if("trigger")
@@ -422,6 +450,7 @@ class Detector(Device):
     @command("Abort")
     def abort(self, param: str) -> tuple[str, dict]:
         self.fsm.require("abort")
+        self._drop_line("detector Abort")
         self._cancel.set()
         try:
             self.backend.abort()

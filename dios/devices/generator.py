@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import logging
 import threading
 from collections.abc import Callable
 from enum import Enum
@@ -95,12 +96,14 @@ from dios.devices.backends import (
     Technique,
 )
 from dios.devices.base import Device, command, parse_choice, parse_float, parse_int
+from dios.devices.interlock import XrayEnable
 from dios.devices.tables import GeneratorTables, ValueTable, fmt
 from dios.events import EventHub
 from dios.fsm import StateMachine
 from dios.messages import EventKind
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class GeneratorState(Enum):
@@ -176,14 +179,23 @@ class Generator(Device):
         The hardware half (simulator or driver).
     clock : SimClock
         Simulated time used by the device's jobs.
+    xray_enable : XrayEnable, optional
+        The room's X-ray enable line: ``Expose`` reaches the hardware only while the
+        detector is armed for it, and the beam stops when the detector drops out. None
+        (a generator on its own, e.g. a service bench) fires without that check.
     """
 
     status_prefix = "GENERATOR_STATUS_"
 
     def __init__(self, uri: str, hub: EventHub, backend: GeneratorBackend,
-                 clock: SimClock = REAL_TIME) -> None:
+                 clock: SimClock = REAL_TIME, xray_enable: XrayEnable | None = None) -> None:
         super().__init__(uri, hub, clock)
         self.backend = backend
+        self.xray_enable = xray_enable
+        #: why the X-ray enable line stopped the beam in progress ("" when it did not)
+        self._beam_stopped = ""
+        if xray_enable is not None:
+            xray_enable.set_terminator(self._stop_beam)
         self.fsm = StateMachine("Generator", TRANSITIONS, S.Initialization, self._state_changed)
         self.limits: GeneratorLimits = GeneratorLimits()
         self.tables = GeneratorTables.for_limits(self.limits)
@@ -659,18 +671,43 @@ class Generator(Device):
     def expose(self, p: str) -> str:
         self.fsm.require("expose")
         self._join_finished_job()
-        self._abort_requested.clear()
-        self.fsm.fire("expose")
-        self.start_job("expose", self._expose_job)
+        line = self.xray_enable
+        if line is not None:
+            line.beam_on()  # WRONG_STATE, nothing changed, unless the panel is armed
+        try:
+            self._abort_requested.clear()
+            self._beam_stopped = ""
+            self.fsm.fire("expose")
+            self.start_job("expose", self._expose_job)
+        except BaseException:
+            if line is not None:
+                line.beam_off()
+            raise
         return self.status_string
+
+    def _stop_beam(self, reason: str) -> None:
+        """The X-ray enable line dropped during the beam: stop it now (any thread)."""
+        self._beam_stopped = reason or "the detector dropped out"
+        self._cancel.set()
+        try:
+            self.backend.abort()
+        except DiosError as err:
+            log.error("could not stop the beam: %s", err)
 
     def _expose_job(self, cancel: threading.Event) -> None:
         try:
-            record = self.backend.expose(cancel)
+            try:
+                record = self.backend.expose(cancel)
+            finally:
+                if self.xray_enable is not None:
+                    self.xray_enable.beam_off()
         except DiosError as err:
             partial = err.data.get("record")
             if err.code is ABORTED and isinstance(partial, dict):
                 self.publish(EventKind.EXPOSURE, "exposure", "aborted", record=partial, aborted=True)
+            if self._beam_stopped and err.code not in LATCHED:
+                self._interlock_stopped(partial)
+                return
             self._job_failed(err, cancel)
             return
         self.last_record = record
@@ -678,6 +715,16 @@ class Generator(Device):
                      f"{fmt(record.kv)} kV {fmt(record.mas)} mAs",
                      record=dataclasses.asdict(record))
         self.fsm.fire_if("done")
+
+    def _interlock_stopped(self, partial: object) -> None:
+        """The beam was stopped by the X-ray enable line: an aborted exposure, Standby."""
+        if not isinstance(partial, dict):
+            self.publish(EventKind.EXPOSURE, "exposure", "aborted", aborted=True,
+                         record=None, reason=self._beam_stopped)
+        self.publish(EventKind.FAULT, ABORTED.name, ABORTED.hex, code=ABORTED.hex,
+                     description=f"beam stopped: X-ray enable dropped ({self._beam_stopped})",
+                     latched=False)
+        self.fsm.fire_if("abort")
 
     @command("Abort")
     def abort(self, p: str) -> str:

@@ -12,13 +12,17 @@ checks, then writes: concurrent requests on one study are serialised, nothing is
 done, and an error leaves the stored state exactly as it was. ``update`` also takes the
 ``expected_version`` a client read (``CONFLICT`` when stale), for optimistic concurrency.
 
-The task service drives the exposure statuses through :meth:`StudyService.mark_exposing`,
-:meth:`~StudyService.mark_exposed` and :meth:`~StudyService.mark_expose_failed`, and reads
-what it needs for the DICOM file with :meth:`~StudyService.image_context`. Status fields
-only move along :data:`dios.study.model.TRANSITIONS`.
+The acquisition lifecycle drives the exposure statuses through
+:meth:`StudyService.mark_exposing`, :meth:`~StudyService.mark_exposed` (from Exposing only)
+and :meth:`~StudyService.mark_expose_failed`; an imported file lands with
+:meth:`~StudyService.mark_imported` (from Unexposed only). It reads what it needs for the
+DICOM file with :meth:`~StudyService.image_context`. Status fields only move along
+:data:`dios.study.model.TRANSITIONS`.
 
-Listeners registered with :meth:`StudyService.subscribe` are called after each commit with
-``(kind, data)``, e.g. ``("study.registered", {"study_id": ...})``.
+After each commit the change is published on the engine's event hub as a named lifecycle
+event on ``DIOS/STUDY/<study_id>`` (:mod:`dios.topics`: ``study.registered``,
+``study.updated``, ``study.completed``, ``study.deleted``, ``image.updated``,
+``image.deleted``, ``images.created``), the same envelope every subscriber gets.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dios.codes import (
     CATALOG_NOT_FOUND,
@@ -62,6 +66,9 @@ from dios.study.model import (
 )
 from dios.study.validation import parse_iso_datetime, validate_study_fields, validate_views
 from dios.uids import UidFactory
+
+if TYPE_CHECKING:
+    from dios.events import EventHub
 
 log = logging.getLogger("dios.study")
 
@@ -121,12 +128,14 @@ class StudyService:
         Returns the current time as an aware ``datetime`` (tests inject one).
     tz : tzinfo, optional
         The site's time zone for study ids and date-range searches (default: local).
+    hub : EventHub, optional
+        Where committed changes are published (the engine's hub; a private one if None).
     """
 
     def __init__(self, db: Database, catalog: Any, uids: UidFactory, *, product: str = "DROS",
                  data_dir: str | os.PathLike[str] | None = None,
                  clock: Callable[[], datetime] | None = None, tz: tzinfo | None = None,
-                 station: str = "") -> None:
+                 station: str = "", hub: EventHub | None = None) -> None:
         if product not in PRODUCTS:
             raise ValueError(f"product must be one of {PRODUCTS}")
         self.db = db
@@ -140,20 +149,23 @@ class StudyService:
         self._tz = tz or datetime.now().astimezone().tzinfo
         self._id_lock = threading.Lock()
         self._last_id_ms = 0
-        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        if hub is None:
+            from dios.events import EventHub
+
+            hub = EventHub()
+        self.hub = hub
 
     # -- events ----------------------------------------------------------------------------
-    def subscribe(self, listener: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
-        """Call ``listener(kind, data)`` after every committed change; returns an unsubscribe."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
-
     def _emit(self, kind: str, **data: Any) -> None:
-        for fn in list(self._listeners):
-            try:
-                fn(kind, data)
-            except Exception:  # a listener never breaks a committed change
-                log.exception("study listener failed on %s", kind)
+        """Publish a committed change (never raises: the change is already committed)."""
+        from dios.messages import Event, EventKind
+        from dios.topics import study_uri
+
+        study_id = str(data.get("study_id", ""))
+        try:
+            self.hub.publish(Event(study_uri(study_id), EventKind.STATE, kind, study_id, data))
+        except Exception:  # noqa: BLE001 - a publication never undoes a committed change
+            log.exception("publishing %s failed", kind)
 
     # -- time and ids ----------------------------------------------------------------------
     def _now(self) -> datetime:
@@ -648,7 +660,7 @@ class StudyService:
                        "WHERE images.series_instance_uid = series.series_instance_uid)", [study_id])
             self._touch_study(tx, study)
         self._remove_files(files)
-        self._emit("images.deleted", study_id=study_id, images=uids)
+        self._emit("image.deleted", study_id=study_id, images=uids)
         return _empty()
 
     # -- more views, retake ----------------------------------------------------------------
@@ -742,7 +754,8 @@ class StudyService:
             if self._move("study_status", study["study_status"], study_status, study_id):
                 end = iso_utc(self._now()) if study_status == "Completed" else None
                 self._touch_study(tx, study, study_status=study_status, study_end_datetime=end)
-        self._emit("study.updated", study_id=study_id, study_status=study_status)
+        self._emit("study.completed" if study_status == "Completed" else "study.updated",
+                   study_id=study_id, study_status=study_status)
         return _empty()
 
     def set_status(self, study_id: str, study_status: Any) -> dict[str, Any]:
@@ -807,16 +820,38 @@ class StudyService:
                      image_file_path: str | None = None,
                      acquisition_context: dict[str, Any] | None = None,
                      img_proc_context: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The image's file is stored: expose -> Exposed and storage -> Saved, atomically.
+        """The exposure's file is stored: Exposing -> Exposed and storage -> Saved, atomically.
 
-        ``file_path`` (and ``preview_path`` if given) must already exist: the caller
-        writes them atomically first; a relative path is relative to the data directory
-        and stored as given. Accepted from Exposing (an exposure) or Unexposed (an image
-        imported from a file); an image already exposed is refused with
-        ``INVALID_TRANSITION``, so an exposure lands in exactly one image.
-        ``image_file_path``, ``acquisition_context`` and ``img_proc_context`` are the
-        keyword spellings of ``file_path``, ``acquisition`` and ``img_proc``.
+        Accepted only from Exposing (the state the acquisition lifecycle put the image in
+        when its exposure started); any other state is ``INVALID_TRANSITION``, so an
+        exposure reported failed (back to Unexposed) can never be saved afterwards, and an
+        exposure lands in exactly one image. ``file_path`` (and ``preview_path`` if given)
+        must already exist: the caller writes them atomically first; a relative path is
+        relative to the data directory and stored as given. ``image_file_path``,
+        ``acquisition_context`` and ``img_proc_context`` are the keyword spellings of
+        ``file_path``, ``acquisition`` and ``img_proc``.
         """
+        return self._mark_saved(sop_uid, "Exposing", acquisition, file_path, preview_path, ei,
+                                di, img_proc, secondary_sop_uid, image_file_path,
+                                acquisition_context, img_proc_context)
+
+    def mark_imported(self, sop_uid: str, file_path: str, preview_path: str = "", *,
+                      acquisition: dict[str, Any] | None = None,
+                      img_proc: dict[str, Any] | None = None,
+                      secondary_sop_uid: str = "") -> dict[str, Any]:
+        """An image imported from a file (an upload): Unexposed -> Exposed/Saved.
+
+        Accepted only from Unexposed, on an unlocked study; the same file rules as
+        :meth:`mark_exposed`.
+        """
+        return self._mark_saved(sop_uid, "Unexposed", acquisition, file_path, preview_path,
+                                None, None, img_proc, secondary_sop_uid, None, None, None)
+
+    def _mark_saved(self, sop_uid: str, expected: str, acquisition: dict[str, Any] | None,
+                    file_path: str | None, preview_path: str, ei: float | None,
+                    di: float | None, img_proc: dict[str, Any] | None, secondary_sop_uid: str,
+                    image_file_path: str | None, acquisition_context: dict[str, Any] | None,
+                    img_proc_context: dict[str, Any] | None) -> dict[str, Any]:
         file_path = image_file_path if file_path is None else file_path
         acquisition = acquisition_context if acquisition is None else acquisition
         img_proc = img_proc_context if img_proc is None else img_proc
@@ -844,7 +879,11 @@ class StudyService:
             raise DiosError(INVALID_FIELD, "secondary_sop_uid must be a UID", field="secondary_sop_uid")
         with self.db.transaction() as tx:
             study, image = self._lock_image(tx, sop_uid)
-            if image["expose_status"] != "Exposing":
+            if image["expose_status"] != expected:
+                raise DiosError(INVALID_TRANSITION, f"image {sop_uid} is "
+                                f"{image['expose_status']}, not {expected}",
+                                instance_uid=sop_uid)
+            if expected != "Exposing":
                 self._unlocked(study)  # an exposure in flight always lands; imports do not
             check_transition("expose_status", image["expose_status"], "Exposed", sop_uid)
             check_transition("storage_status", image["storage_status"], "Saved", sop_uid)
@@ -863,7 +902,7 @@ class StudyService:
                 self._reopen(study, changes)
             self._touch_study(tx, study, **changes)
             out = self._image_dict(self._image_row(tx, sop_uid))
-        self._emit("image.ready", study_id=study["study_id"], instance_uid=sop_uid,
+        self._emit("image.updated", study_id=study["study_id"], instance_uid=sop_uid,
                    expose_status="Exposed", storage_status="Saved")
         return out
 

@@ -1,4 +1,4 @@
-"""Waiting for device states and events without polling loops in callers."""
+"""Waiting for device states and events with deadlines, never fixed sleeps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Offline processing: a raw frame from a file through the pipeline to DICOM + PNG."""
+"""Offline processing: a raw frame from a file through the pipeline to DICOM + PNG (``dios process``)."""
 
 from __future__ import annotations
 
