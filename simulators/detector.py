@@ -120,6 +120,10 @@ class SimDetectorBackend:
         self.integration_s = INTEGRATION_S
         self.frames_read = 0
         self.shots_ignored = 0
+        #: shots that came while the panel was not armed (dose no panel took)
+        self.shots_unarmed = 0
+        #: shots that missed the armed panel (the ``beam_missed`` fault)
+        self.shots_missed = 0
         self.room.listen(self._on_shot)
 
     # --- state -----------------------------------------------------------------------------
@@ -243,9 +247,13 @@ class SimDetectorBackend:
 
     def _on_shot(self, shot: XrayShot, scene: Scene) -> None:
         with self._cond:
-            if (not (self._connected and self._armed) or self._pending is not None
-                    or self.faults.consume("beam_missed")):
+            if not (self._connected and self._armed) or self._pending is not None:
                 self.shots_ignored += 1
+                self.shots_unarmed += 1
+                return
+            if self.faults.consume("beam_missed"):
+                self.shots_ignored += 1
+                self.shots_missed += 1
                 return
             self._pending = (shot, scene)
             self._cond.notify_all()

@@ -12,11 +12,11 @@ import numpy as np
 import pydicom
 import pytest
 
+from dios.acquisition.lifecycle import check
+from dios.acquisition.waits import wait_status
 from dios.codes import DiosError
 from dios.task.service import check_file_name, check_uid, command_permission
 from dios.uri import DETECTOR, GENERATOR
-from dios.acquisition.lifecycle import check
-from dios.acquisition.waits import wait_status
 from tests.console_helpers import images_of, start_console, study_request
 from tests.test_shim_http import png_bytes
 

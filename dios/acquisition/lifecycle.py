@@ -213,7 +213,8 @@ class AcquisitionLifecycle:
         self.last_stored: StoredFrame | None = None
         self._sub = self.hub.subscribe(
             "DIOS/DEVICE/*", handler=self._on_event,
-            kinds=[EventKind.EXPOSURE, EventKind.IMAGE, EventKind.FAULT, EventKind.PARAM])
+            kinds=[EventKind.EXPOSURE, EventKind.IMAGE, EventKind.FAULT, EventKind.PARAM,
+                   EventKind.STATE])
 
     def close(self) -> None:
         """Stop listening to the devices."""
@@ -255,7 +256,7 @@ class AcquisitionLifecycle:
                              previews_dir=self.previews_dir, with_technique=with_technique)
 
     def select(self, sop: str, tx: str = "", client: str = "task",
-               override: dict[str, Any] | None = None) -> Technique:
+               override: dict[str, Any] | None = None, *, _run: bool = False) -> Technique:
         """Plan image ``sop`` for the next exposure and send its APR technique.
 
         ``override`` replaces fields of the APR technique (``kv``, ``mas``, ``mode``...,
@@ -266,6 +267,8 @@ class AcquisitionLifecycle:
         """
         if not self.fsm.can("select"):
             raise DiosError(BUSY, f"an exposure is {self.phase.value}")
+        if not _run and self._room_lock.locked():
+            raise DiosError(BUSY, "a whole exposure is under way")
         raw = self.records.image_context(sop)
         study, image = raw["study"], raw["image"]
         if image.get("expose_status") != "Unexposed":
@@ -307,11 +310,12 @@ class AcquisitionLifecycle:
                           ctx.sop_instance_uid, study_id=ctx.study_id)
 
     # --- exposing -----------------------------------------------------------------------------
-    def expose_command(self, req: Request) -> tuple[Reply, Exposure | None]:
+    def expose_command(self, req: Request, sop: str | None = None) -> tuple[Reply, Exposure | None]:
         """The generator's ``Expose`` for the planned image (from a client or :meth:`run`).
 
         Refused with ``WRONG_STATE`` unless an image is planned and the panel is armed,
-        ``BUSY`` while an exposure is in flight or being stored. On acceptance the image
+        ``BUSY`` while an exposure is in flight or being stored. With ``sop``, refused
+        (``WRONG_STATE``) unless that image is the one planned. On acceptance the image
         is Exposing and the exposure's watchdog runs; a device refusal fails it at once.
         """
         with self._lock:
@@ -319,6 +323,8 @@ class AcquisitionLifecycle:
                 raise DiosError(BUSY, "the previous exposure is still in flight or being stored")
             if self.phase is not P.Planned or self._planned is None:
                 raise DiosError(WRONG_STATE, "select the image to expose first")
+            if sop is not None and self._planned.sop_instance_uid != sop:
+                raise DiosError(WRONG_STATE, f"image {sop} is no longer the one selected")
             line = self.room.xray_enable
             if line is not None and not line.enabled:
                 panel = self.room.detector.status_string
@@ -401,17 +407,18 @@ class AcquisitionLifecycle:
         tx = tx or f"exp-{time.time_ns()}"
         exp: Exposure | None = None
         try:
-            self.select(sop, tx, client, override)
+            self.select(sop, tx, client, override, _run=True)
             gen, fpd = self.room.generator, self.room.detector
             self.progress("prepare", 10, tx, client, sop)
             check(self.bus.call(DETECTOR, "Prepare", "", tx, client))
             check(self.bus.call(GENERATOR, "Prepare", "", tx, client))
+            gone = ("STANDBY", "ERROR", "DISCONNECTED", "INIT")
             wait_status(lambda: fpd.status_string, "DETECTOR_STATUS_READY", timeout,
-                        "detector ready")
+                        "detector ready", fail_on=tuple(f"DETECTOR_STATUS_{s}" for s in gone))
             wait_status(lambda: gen.status_string, "GENERATOR_STATUS_READY", timeout,
-                        "generator ready")
+                        "generator ready", fail_on=tuple(f"GENERATOR_STATUS_{s}" for s in gone))
             self.progress("expose", 30, tx, client, sop)
-            reply, exp = self.expose_command(Request(GENERATOR, "Expose", "", tx, client))
+            reply, exp = self.expose_command(Request(GENERATOR, "Expose", "", tx, client), sop)
             check(reply)
             return self.outcome(exp, timeout)
         except DiosError:
@@ -457,6 +464,13 @@ class AcquisitionLifecycle:
         exp = self._mine(ev)
         if exp is None:
             return
+        if ev.kind == EventKind.STATE:
+            # the panel stood down by a command: no frame will come for this exposure
+            trigger = ev.data.get("trigger")
+            if ev.deviceUri == DETECTOR and trigger in ("abort", "disconnect", "trigger"):
+                self.fail(exp, DiosError(ABORTED, f"the detector was stood down ({trigger}) "
+                                                  "before its frame"))
+            return
         if ev.kind == EventKind.PARAM:
             if ev.deviceUri == DETECTOR and ev.name == "Window" and ev.value == "expired":
                 why = f"the detector saw no X-rays ({ev.data.get('detail', 'window closed')})"
@@ -499,11 +513,11 @@ class AcquisitionLifecycle:
         if exp is None:
             self._keep_unassigned(ev, frame)
             return
-        threading.Thread(target=self._store, args=(exp, frame), daemon=True,
+        threading.Thread(target=self._store, args=(exp, frame, ev), daemon=True,
                          name=f"dios-store-{exp.id}").start()
 
     # --- storing ------------------------------------------------------------------------------
-    def _store(self, exp: Exposure, frame: Frame) -> None:
+    def _store(self, exp: Exposure, frame: Frame, ev: Event) -> None:
         sop, tx, client = exp.sop, exp.id, exp.client
         stored: StoredFrame | None = None
         try:
@@ -532,6 +546,7 @@ class AcquisitionLifecycle:
                 except DiosError as e2:
                     log.warning("could not reset %s after a failed store: %s", sop, e2)
             self._failed(exp, err)
+            self._keep_unassigned(ev, frame)  # the dose was given: keep what it produced
             return
         self.stored += 1
         self.last_stored = stored

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from dios.codes import TIMEOUT, DiosError, ResultCode
+from dios.codes import TIMEOUT, WRONG_STATE, DiosError, ResultCode
 from dios.events import EventHub, Subscription
 from dios.messages import Event, EventKind
 
@@ -60,14 +60,20 @@ class Watcher:
 
 
 def wait_status(read: Callable[[], str], wanted: str | tuple[str, ...], timeout: float,
-                what: str, interval: float = 0.002) -> str:
-    """Poll ``read()`` until it returns one of ``wanted``; TIMEOUT otherwise."""
+                what: str, interval: float = 0.002, fail_on: tuple[str, ...] = ()) -> str:
+    """Poll ``read()`` until it returns one of ``wanted``; TIMEOUT otherwise.
+
+    A status in ``fail_on`` ends the wait at once with ``WRONG_STATE`` (the device went
+    somewhere from which ``wanted`` will not come, e.g. another client aborted it).
+    """
     wanted_t = (wanted,) if isinstance(wanted, str) else wanted
     deadline = time.monotonic() + timeout
     while True:
         status = read()
         if status in wanted_t:
             return status
+        if status in fail_on:
+            raise DiosError(WRONG_STATE, f"{what}: the device went to {status}")
         if time.monotonic() > deadline:
             raise DiosError(TIMEOUT, f"{what}: still {status}, wanted {'/'.join(wanted_t)}")
         time.sleep(interval)
