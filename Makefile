@@ -9,7 +9,7 @@ SOURCES := setup.py pyproject.toml $(wildcard native/*.pyx native/*.pxd)
 # The import contracts (layers of the packages); see the file's comments and README's Layout.
 IMPORT_CONTRACTS := .importlinter
 
-.PHONY: demo test bench lint clean install _apt
+.PHONY: demo test bench soak lint clean install _apt
 
 install: $(STAMP)
 
@@ -43,6 +43,17 @@ bench: $(STAMP)
 	@mkdir -p bench/results
 	$(BIN)/python -m pytest bench -o testpaths=bench --benchmark-only \
 		--benchmark-json=bench/results/latest.json -p no:cacheprovider
+
+# Long safety runs (minutes): the random multi-client exposure driver and the HTTP races at
+# ten times the bounds of `make test`; counts in bench/results/soak-safety.json.
+SOAK_SEQUENCES ?= 1000
+SOAK_RACES ?= 1000
+soak: $(STAMP)
+	@mkdir -p bench/results
+	DIOS_SAFETY_SEQUENCES=$(SOAK_SEQUENCES) DIOS_RACES=$(SOAK_RACES) \
+		DIOS_SAFETY_REPORT=bench/results/soak-safety.json \
+		$(BIN)/python -m pytest tests/test_exposure_safety.py -s -q -o timeout=7200
+	@cat bench/results/soak-safety.json
 
 # ruff, then import-linter on the contracts file (no cache directory left in the tree).
 lint: $(STAMP)

@@ -48,6 +48,8 @@ class Engine:
     panel: str = ""
     xray_enable: XrayEnable | None = None
     bridge: Any = None
+    #: the loopback beam trigger of a ``?xrays=beam`` simulated detector (started with the engine)
+    beam: Any = None
     _started: bool = False
 
     @property
@@ -79,6 +81,9 @@ class Engine:
             return self
         self.bus.start()
         self._started = True
+        if self.beam is not None:
+            self.beam.start()
+            log.info("beam trigger: shots into the simulated room on 127.0.0.1:%d", self.beam.port)
         try:
             self.bus.call(GENERATOR, "Initialize", "", "start", "engine").raise_for_error()
             self.bus.call(DETECTOR, "Connect", "", "start", "engine").raise_for_error()
@@ -95,6 +100,8 @@ class Engine:
         self._started = False
         if self.bridge is not None:
             self.bridge.close()
+        if self.beam is not None:
+            self.beam.close()
         self.bus.stop()
         for backend in (self.generator.backend, self.detector.backend):
             close = getattr(backend, "close", None) or getattr(backend, "disconnect", None)
@@ -154,6 +161,11 @@ def assemble(generator: str = "simulator://", detector: str = "simulator://", *,
                     xray_enable=line)
     if det.simulated and xrays == "events":
         engine.bridge = ExposureBridge(hub, room)
+    if det.simulated and xrays == "beam":
+        from simulators.beam import BeamTrigger
+
+        engine.beam = BeamTrigger(room, port=det.beam_port,
+                                  armed=lambda: bool(det_dev.xray_enable and det_dev.xray_enable.enabled))
     return engine
 
 

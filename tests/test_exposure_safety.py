@@ -8,7 +8,8 @@ match the store, whatever other clients do at the same moment.
 * a store slower than the exposure timeout, over HTTP: the reply waits for the store and
   says what was stored.
 
-``DIOS_SAFETY_SEQUENCES`` and ``DIOS_RACES`` raise the bounds.
+``DIOS_SAFETY_SEQUENCES`` and ``DIOS_RACES`` raise the bounds (``make soak``);
+``DIOS_SAFETY_REPORT`` names a JSON file the counts are added to.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -28,8 +30,19 @@ from tests.console_helpers import images_of, setup_users, start_console, study_r
 from tests.safety_driver import SafetyDriver, wait_until
 
 SEQUENCES = int(os.environ.get("DIOS_SAFETY_SEQUENCES", "100"))
+REPORT = os.environ.get("DIOS_SAFETY_REPORT", "")
 RACES = int(os.environ.get("DIOS_RACES", "150"))
 CHEST = "View_DX_T_A_CH_PA_00"
+
+
+def report(entry: dict) -> None:
+    """Add ``entry`` to the JSON report named by DIOS_SAFETY_REPORT (if any)."""
+    if not REPORT:
+        return
+    path = Path(REPORT)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update(entry)
+    path.write_text(json.dumps(data, indent=2))
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +77,7 @@ def test_random_multi_client_sequences_keep_every_invariant(console):
         driver.close()
     t = driver.tally
     print("\nsafety driver:", json.dumps(t.as_dict()))
+    report({"random_sequences": t.as_dict()})
     assert t.operations == SEQUENCES * 3 * 12
     assert t.beams > SEQUENCES // 4, "the driver must actually fire beams"
     assert t.beams_unarmed == 0
@@ -157,6 +171,8 @@ def test_abort_or_disconnect_racing_expose_over_http(console, users):
         sub.close()
         engine.generator.backend.expose = real
         b.close()
+    report({"http_races": {"races": RACES, "beams": beams["n"],
+                           "beams_without_armed_panel": beams["unarmed"], "outcomes": outcomes}})
     print(f"\nraces: {RACES}, beams {beams['n']}, beams without an armed panel "
           f"{beams['unarmed']}, outcomes {outcomes}")
     assert beams["unarmed"] == 0

@@ -81,8 +81,10 @@ class Built:
     simulated: bool
     #: the panel mode a detector URL selects ("" for the default)
     panel: str = ""
-    #: for a simulated detector: where its X-rays come from (``room`` or ``events``)
+    #: for a simulated detector: where its X-rays come from (``room``, ``events``, ``beam``)
     xrays: str = ""
+    #: for ``xrays=beam``: the loopback port of the beam trigger (0: any free port)
+    beam_port: int = 0
 
 
 Factory = Callable[[BackendURL, BuildContext], Built]

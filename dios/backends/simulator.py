@@ -7,9 +7,10 @@
     The detector simulator with the panel mode named after ``//`` (default: the
     ``[devices] panel`` setting). ``xrays`` says where its X-rays come from:
     ``room`` (the simulated generator's shots; the default with a simulated generator)
-    or ``events`` (the exposures any generator reports on the bus, a real one over serial
-    or TCP included: a generator-only bench; the default with any other generator).
-    ``seed`` fixes the panel's maps and noise.
+    ``events`` (the exposures any generator reports on the bus, a real one over serial
+    or TCP included: a generator-only bench; the default with any other generator), or
+    ``beam`` (shots a bench sends to a loopback trigger port, ``beam_port``, 0 = any
+    free one: see :mod:`simulators.beam`). ``seed`` fixes the panel's maps and noise.
 
 Simulated physics runs on the engine's simulation clock (``clock_scale``).
 """
@@ -45,11 +46,12 @@ def _detector(url: BackendURL, ctx: BuildContext) -> Built:
     from simulators.faults import FaultInjector
 
     panel = _panel(url)
-    xrays = url.choice("xrays", "", ("", "room", "events"))
+    xrays = url.choice("xrays", "", ("", "room", "events", "beam"))
     faults = ctx.faults.setdefault("detector", FaultInjector())
     seed = url.integer("seed", ctx.seed, 0, 2**31 - 1)
     backend = SimDetectorBackend(room=ctx.room, clock=ctx.clock, seed=seed, faults=faults)
-    return Built(backend, simulated=True, panel=panel, xrays=xrays)
+    return Built(backend, simulated=True, panel=panel, xrays=xrays,
+                 beam_port=url.integer("beam_port", 0, 0, 65535))
 
 
 def _validate_generator(url: BackendURL) -> None:
@@ -60,8 +62,11 @@ def _validate_generator(url: BackendURL) -> None:
 
 def _validate_detector(url: BackendURL) -> None:
     _panel(url)
-    url.choice("xrays", "", ("", "room", "events"))
+    url.choice("xrays", "", ("", "room", "events", "beam"))
     url.integer("seed", 0, 0, 2**31 - 1)
+    url.integer("beam_port", 0, 0, 65535)
+    if "beam_port" in url.query and url.query.get("xrays") != "beam":
+        raise BackendError(f"{url.text}: beam_port needs xrays=beam")
 
 
 _generator.validate = _validate_generator  # type: ignore[attr-defined]
@@ -69,5 +74,5 @@ _detector.validate = _validate_detector  # type: ignore[attr-defined]
 
 register("generator", "simulator", _generator, ("seed",),
          "generator simulator in process (X-rays into the simulated room)")
-register("detector", "simulator", _detector, ("xrays", "seed"),
-         "detector simulator; simulator://PANEL?xrays=room|events")
+register("detector", "simulator", _detector, ("xrays", "seed", "beam_port"),
+         "detector simulator; simulator://PANEL?xrays=room|events|beam")
