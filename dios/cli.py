@@ -19,10 +19,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dios.codes import NOT_CALIBRATED, STORAGE_ERROR, DiosError
 from dios.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from dios.engine import Engine
 
 DEFAULT_VIEW = "View_DX_T_A_CH_PA_00"  # chest PA
 
@@ -58,7 +61,7 @@ class ProgressPrinter:
             print(f"[{dt:7.2f} s] {step:<12} {detail}", file=sys.stderr, flush=True)
 
 
-def _calibrate_if_needed(engine: Any, say: ProgressPrinter, frames: int) -> None:
+def _calibrate_if_needed(engine: Engine, say: ProgressPrinter, frames: int) -> None:
     from dios.acquisition.lifecycle import check
     from dios.acquisition.waits import wait_status
     from dios.messages import EventKind

@@ -17,7 +17,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simulators.room import XrayRoom
 
 from dios.bus import DeviceBus
 from dios.clock import REAL_TIME, SimClock
@@ -42,7 +45,7 @@ class Engine:
     generator: Generator
     detector: Detector
     clock: SimClock
-    room: Any = None
+    room: XrayRoom | None = None
     faults: dict[str, Any] = field(default_factory=dict)
     config: Config | None = None
     panel: str = ""
@@ -177,7 +180,7 @@ class ExposureBridge:
     (over serial or TCP) exposes the simulated detector as it would a real one.
     """
 
-    def __init__(self, hub: EventHub, room: Any) -> None:
+    def __init__(self, hub: EventHub, room: XrayRoom) -> None:
         self.room = room
         self.shots = 0
         self._sub = hub.subscribe(GENERATOR, handler=self._on_event, kinds=[EventKind.EXPOSURE])

@@ -24,11 +24,16 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from dios.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from dios.engine import Engine
+    from dios.shim.api import Services
+    from dios.store.db import Database
 
 log = logging.getLogger("dios.serve")
 
@@ -41,7 +46,7 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-def calibrate_if_needed(engine: Any, frames: int = 4, timeout: float = 600.0) -> None:
+def calibrate_if_needed(engine: Engine, frames: int = 4, timeout: float = 600.0) -> None:
     """Run offset, gain and defect calibration of the selected mode when none is stored."""
     from dios.acquisition.lifecycle import check
     from dios.acquisition.waits import wait_status
@@ -73,8 +78,8 @@ def secure_data_dir(config: Config) -> None:
     make_private(config.data_dir, DATA_SUBDIRS)
 
 
-def build_services(config: Config, engine: Any, db: Any = None, *,
-                   auth_options: dict[str, Any] | None = None, recover: bool = True) -> Any:
+def build_services(config: Config, engine: Engine, db: Database | None = None, *,
+                   auth_options: dict[str, Any] | None = None, recover: bool = True) -> Services:
     """The services of one console on ``engine`` and ``db``.
 
     ``recover`` runs :meth:`~dios.study.service.StudyService.recover` first (images a
@@ -127,7 +132,7 @@ class Console:
         Extra keyword arguments for the auth service (token lifetime, hash cost...).
     """
 
-    def __init__(self, config: Config, engine: Any = None, *, calibrate: bool = True,
+    def __init__(self, config: Config, engine: Engine | None = None, *, calibrate: bool = True,
                  calibration_frames: int = 4, auth_options: dict[str, Any] | None = None,
                  rpc_options: dict[str, Any] | None = None,
                  http_options: dict[str, Any] | None = None, worker_threads: int = 64,
@@ -143,8 +148,8 @@ class Console:
         self.shim: Any = None
         self.rpc: Any = None
         self.log_level = log_level
-        self.services: Any = None
-        self.db: Any = None
+        self.services: Services | None = None
+        self.db: Database | None = None
         self.http_port = 0
         self.rpc_port = 0
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -18,11 +18,15 @@ import importlib.metadata
 import secrets
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dios.auth.roles import ROLES
 from dios.codes import INVALID_FIELD, NOT_FOUND, DiosError
 from dios.store.files import create_once
+
+if TYPE_CHECKING:
+    from dios.auth.service import AuthService
+    from dios.catalog.service import CatalogService
 
 __all__ = ["OPTIONS", "ResourceService"]
 
@@ -132,7 +136,8 @@ class ResourceService:
         The detector and generator drivers in use (e.g. ``Simulator``).
     """
 
-    def __init__(self, data_dir: str | Path, auth: Any, catalog: Any = None, *,
+    def __init__(self, data_dir: str | Path, auth: AuthService,
+                 catalog: CatalogService | None = None, *,
                  product: str = "DROS", fpd: str = "Simulator", gen: str = "Simulator") -> None:
         if product not in PRODUCTS:
             raise ValueError(f"product must be one of {PRODUCTS}")

@@ -68,6 +68,7 @@ from dios.study.validation import parse_iso_datetime, validate_study_fields, val
 from dios.uids import UidFactory
 
 if TYPE_CHECKING:
+    from dios.catalog.service import CatalogService
     from dios.events import EventHub
 
 log = logging.getLogger("dios.study")
@@ -132,7 +133,7 @@ class StudyService:
         Where committed changes are published (the engine's hub; a private one if None).
     """
 
-    def __init__(self, db: Database, catalog: Any, uids: UidFactory, *, product: str = "DROS",
+    def __init__(self, db: Database, catalog: CatalogService, uids: UidFactory, *, product: str = "DROS",
                  data_dir: str | os.PathLike[str] | None = None,
                  clock: Callable[[], datetime] | None = None, tz: tzinfo | None = None,
                  station: str = "", hub: EventHub | None = None) -> None:
