@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dios.codes import NOT_CALIBRATED, STORAGE_ERROR, DiosError
+from dios.codes import STORAGE_ERROR, DiosError
 from dios.config import ConfigError, load_config
 
 if TYPE_CHECKING:
-    from dios.engine import Engine
+    pass
 
 DEFAULT_VIEW = "View_DX_T_A_CH_PA_00"  # chest PA
 
@@ -61,40 +61,6 @@ class ProgressPrinter:
             print(f"[{dt:7.2f} s] {step:<12} {detail}", file=sys.stderr, flush=True)
 
 
-def _calibrate_if_needed(engine: Engine, say: ProgressPrinter, frames: int) -> None:
-    from dios.acquisition.lifecycle import check
-    from dios.acquisition.waits import wait_status
-    from dios.messages import EventKind
-    from dios.uri import DETECTOR
-
-    if engine.detector.calibration is not None:
-        say("calibration", "using stored calibration maps")
-        return
-    last = {"pct": -10.0}
-
-    def on_progress(ev: Any) -> None:
-        pct = float(ev.value or 0)
-        if pct >= last["pct"] + 25 or pct >= 100:
-            last["pct"] = pct
-            say("calibration", f"{ev.name}: {pct:3.0f} %")
-
-    sub = engine.hub.subscribe(DETECTOR, on_progress, kinds=[EventKind.PROGRESS])
-    try:
-        for cmd in ("CalibrateOffset", "CalibrateGain", "CalibrateDefect"):
-            last["pct"] = -10.0
-            say("calibration", f"{cmd} ({frames} frames)")
-            check(engine.bus.call(DETECTOR, cmd, str(frames), "cal", "dios-cli"))
-            wait_status(lambda: engine.detector.status_string, "DETECTOR_STATUS_STANDBY",
-                        600, cmd, interval=0.01)
-            deadline = time.monotonic() + 1.0  # let the last progress line through
-            while last["pct"] < 100 and time.monotonic() < deadline:
-                time.sleep(0.005)
-    finally:
-        sub.close()
-    if engine.detector.calibration is None:
-        raise DiosError(NOT_CALIBRATED, "calibration produced no maps")
-
-
 DEMO_PATIENT = {
     "accession_number": "", "patient_id": "DEMO0001", "patient_name": "Demo^Patient",
     "patient_size": "Medium", "patient_age": "045Y", "patient_dob": "1980-01-01T00:00:00Z",
@@ -104,6 +70,7 @@ DEMO_PATIENT = {
 
 def cmd_acquire(args: argparse.Namespace) -> int:
     """Register a demo study in the embedded store, expose its view, store the image."""
+    from dios.acquisition.calibration import calibrate_if_needed
     from dios.acquisition.sink import summary
     from dios.engine import build_engine
     from dios.messages import EventKind
@@ -124,7 +91,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
         services = build_services(cfg, engine, recover=False)
         try:
             view = services.catalog.view_processing(args.view)
-            _calibrate_if_needed(engine, say, args.cal_frames)
+            calibrate_if_needed(engine, args.cal_frames, say=say, client="dios-cli")
             engine.set_scene(phantom=view.get("img_proc_id") or "default")
             patient = dict(DEMO_PATIENT, patient_size=args.size,
                            accession_number=f"DEMO{int(time.time())}")

@@ -46,25 +46,6 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-def calibrate_if_needed(engine: Engine, frames: int = 4, timeout: float = 600.0) -> None:
-    """Run offset, gain and defect calibration of the selected mode when none is stored."""
-    from dios.acquisition.lifecycle import check
-    from dios.acquisition.waits import wait_status
-    from dios.codes import NOT_CALIBRATED, DiosError
-    from dios.uri import DETECTOR
-
-    if engine.detector.calibration is not None:
-        return
-    log.info("calibrating the detector (%d frames per step)", frames)
-    for cmd in ("CalibrateOffset", "CalibrateGain", "CalibrateDefect"):
-        check(engine.bus.call(DETECTOR, cmd, str(frames), "cal", "dios-serve"))
-        status = wait_status(lambda: engine.detector.status_string,
-                             ("DETECTOR_STATUS_STANDBY", "DETECTOR_STATUS_ERROR"), timeout, cmd,
-                             interval=0.01)
-        if status == "DETECTOR_STATUS_ERROR":
-            raise DiosError(NOT_CALIBRATED, f"{cmd} failed; the detector is in error")
-
-
 #: The data directory's subdirectories (all private to the server's user).
 DATA_SUBDIRS = ("images", "calibration", "previews", "logs")
 
@@ -169,7 +150,10 @@ class Console:
             self.engine = build_engine(cfg)
         self.engine.start()
         if self.calibrate:
-            calibrate_if_needed(self.engine, self.calibration_frames)
+            from dios.acquisition.calibration import calibrate_if_needed
+
+            if calibrate_if_needed(self.engine, self.calibration_frames, client="dios-serve"):
+                log.info("calibrated the detector (%d frames per step)", self.calibration_frames)
         self.db = open_database(cfg.database_url)
         self.services = build_services(cfg, self.engine, self.db,
                                        auth_options=self.auth_options)
