@@ -1,24 +1,48 @@
-"""The engine's DICOM file layer: writing, reading and converting single-frame grey images.
+"""The engine's DICOM layer: values, reusable modules, and writing, reading and converting
+single-frame grey images.
 
-What lives here
----------------
+What lives where (each level imports only the ones above it in this list)
+--------------------------------------------------------------------------
+this package (``dios.dicom``)
+    The errors below. They carry a result code from :mod:`dios.codes` (so the services can
+    reply with an envelope) and are also ordinary ``ValueError`` / ``TypeError``
+    exceptions.
+``values``
+    DICOM codes (body parts with :func:`~dios.dicom.values.anatomic_region`, view and
+    species codes, code sequence items) and value converters (text, numbers and DS/IS,
+    UIDs, dates, times and the time-zone offset, age strings, CS, multi-values, booleans,
+    the console's study id), and the checks over a whole dataset (character set, every
+    value against its VR). Every converter names the input field in its error.
+``modules``
+    :class:`~dios.dicom.modules.DatasetBuilder` and the modules shared by everything the
+    engine writes or sends: Patient (with the veterinary attributes), General Study,
+    General Series, General Equipment, General Image basics, SOP Common; the accepted
+    field sets (:data:`~dios.dicom.modules.PATIENT_FIELDS`,
+    :data:`~dios.dicom.modules.ANIMAL_ONLY_FIELDS`, ...). No pixel data, no IOD: a DICOM
+    network message (worklist, MPPS) is built from these without the DX writer.
 ``dx``
     :func:`~dios.dicom.dx.write_dx`: a Digital X-Ray Image For Presentation
     (1.2.840.10008.5.1.4.1.1.1.1) filled from patient, study, series, image, acquisition
-    and detector facts, validated, written atomically, clean under ``dciodvfy``.
+    and detector facts, validated, written atomically, clean under ``dciodvfy``. Only the
+    DX-specific modules (image pixel, DX acquisition/detector/positioning, window, display
+    shutter) live here, with :func:`~dios.dicom.dx.build_common` and
+    :func:`~dios.dicom.dx.save_dataset`; the names that moved to ``values`` and
+    ``modules`` (``anatomic_region``, ``BODY_PARTS``, ``dicom_study_id``...) stay
+    importable from here.
+``png``
+    8-bit PNG previews of a windowed image, and PNG uploads turned into DICOM
+    (:func:`~dios.dicom.png.png_to_dx`, which writes Secondary Capture: see its notes);
+    built on ``modules`` and ``dx``.
 ``reader``
     :func:`~dios.dicom.reader.read_image`: any uncompressed single-frame grey DICOM image
     (DX, CR, raw or processed) to a ``uint16`` array plus metadata, with clear errors for
-    everything it cannot take.
-``png``
-    8-bit PNG previews of a windowed image, and PNG uploads turned into DICOM
-    (:func:`~dios.dicom.png.png_to_dx`, which writes Secondary Capture: see its notes).
+    everything it cannot take. Imports only this package's errors.
 
-The errors below carry a result code from :mod:`dios.codes` (so the services can reply with
-an envelope) and are also ordinary ``ValueError`` / ``TypeError`` exceptions.
+No module here imports another one's private (underscore) names.
 
-Imports: pydicom, numpy, Pillow, OpenCV, :mod:`dios.codes`, :mod:`dios.uids`,
-:mod:`dios.atomic`. Nothing here imports the bus, devices, services or ``processing``.
+Imports: pydicom, numpy, :mod:`dios.codes`, :mod:`dios.uids`, :mod:`dios.atomic` (and, in
+``png`` only, Pillow and OpenCV). Never ``processing``, :mod:`dios.devices`,
+``simulators``, ``drivers``, nor the bus, the store, the services or anything above.
 """
 
 from __future__ import annotations

@@ -24,8 +24,10 @@ joins the study and series it is given (Modality from ``series``, default ``DX``
 is listed with the study's other images; its SOP Instance UID is new unless ``image`` names
 one.
 
-Imports: numpy, OpenCV, Pillow, pydicom, :mod:`dios.atomic`, :mod:`dios.dicom`,
-:mod:`dios.uids`.
+Imports: numpy, OpenCV, Pillow, pydicom, :mod:`dios.atomic`, :mod:`dios.uids`,
+:mod:`dios.dicom` (the errors), :mod:`dios.dicom.modules` (the shared modules, extra
+attributes) and :mod:`dios.dicom.dx` (:func:`~dios.dicom.dx.build_common`,
+:func:`~dios.dicom.dx.save_dataset`), public names only.
 """
 
 from __future__ import annotations
@@ -50,14 +52,8 @@ from dios.dicom import (
     ImageTooLargeError,
     UnsupportedImageError,
 )
-from dios.dicom.dx import (
-    SECONDARY_CAPTURE,
-    _apply_extra,
-    _image_type,
-    _set_extra,
-    build_common,
-    save_dataset,
-)
+from dios.dicom.dx import build_common, save_dataset
+from dios.dicom.modules import SECONDARY_CAPTURE, check_extra, image_type_value, set_extra
 from dios.uids import UidFactory
 
 __all__ = ["DEFAULT_MAX_PNG_BYTES", "DEFAULT_MAX_PNG_PIXELS", "PNG_SIGNATURE", "decode_png",
@@ -384,7 +380,7 @@ def png_to_dx(png_bytes: bytes | bytearray | memoryview, path: str | os.PathLike
             raise DicomFieldTypeError(name, f"must be a dict, not {type(value).__name__}")
     if series is None:
         raise DicomFieldTypeError("series", "a dict is required, got None")
-    extra_values = _apply_extra(extra)
+    extra_values = check_extra(extra)
     grey, bits = decode_png(png_bytes, max_bytes=max_bytes, max_pixels=max_pixels)
     img = dict(image or {})
     laterality = img.pop("image_laterality", "")
@@ -404,7 +400,7 @@ def png_to_dx(png_bytes: bytes | bytearray | memoryview, path: str | os.PathLike
     b.set("ConversionType", "WSD", "image")
     b.set("DateOfSecondaryCapture", now.strftime("%Y%m%d"), "image")
     b.set("TimeOfSecondaryCapture", now.strftime("%H%M%S"), "image")
-    b.set("ImageType", _image_type(image_type, ["DERIVED", "SECONDARY"]), "image.image_type")
+    b.set("ImageType", image_type_value(image_type, ["DERIVED", "SECONDARY"]), "image.image_type")
     b.set("DerivationDescription", str(derivation or "Converted from an uploaded PNG image"),
           "image.derivation")
     if laterality:
@@ -416,7 +412,7 @@ def png_to_dx(png_bytes: bytes | bytearray | memoryview, path: str | os.PathLike
     low, high = int(grey.min()), int(grey.max())
     b.set("WindowCenter", f"{(low + high + 1) / 2:g}", "png")
     b.set("WindowWidth", f"{max(high - low + 1, 1)}", "png")
-    _set_extra(b, extra_values)
+    set_extra(b, extra_values)
     return save_dataset(b, arr, path)
 
 
