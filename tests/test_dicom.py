@@ -3,6 +3,8 @@ atomic writes."""
 
 from __future__ import annotations
 
+import ast
+import datetime as dt
 import io
 import os
 import struct
@@ -32,6 +34,18 @@ from dios.dicom.dx import (
     anatomic_region,
     write_dx,
 )
+from dios.dicom.modules import (
+    ANIMAL_ONLY_FIELDS,
+    IMAGE_FIELDS,
+    PATIENT_FIELDS,
+    SERIES_FIELDS,
+    STUDY_FIELDS,
+    DatasetBuilder,
+    equipment_module,
+    patient_module,
+    sop_common_module,
+    study_module,
+)
 from dios.dicom.png import (
     PNG_SIGNATURE,
     decode_png,
@@ -41,6 +55,25 @@ from dios.dicom.png import (
     write_preview_png,
 )
 from dios.dicom.reader import read_image
+from dios.dicom.values import (
+    age_value,
+    bool_value,
+    check_charset,
+    code_item,
+    cs_value,
+    datetime_value,
+    dict_value,
+    format_ds,
+    half_up,
+    int_value,
+    local_time,
+    multi_value,
+    number_value,
+    rounded_int_value,
+    tz_offset,
+    uid_value,
+    validate_element_values,
+)
 from dios.uids import MAX_ROOT_LENGTH, UidFactory, is_valid_uid
 from tests.fixtures_dicom import assert_dciodvfy_clean, dciodvfy  # noqa: F401  (fixture)
 
@@ -754,3 +787,197 @@ def test_console_study_id_maps_onto_dicom_study_id(tmp_path):
                   patient=_human(), study={**_study(u), "study_id": "20250625143339389"},
                   series=_series(u), image=_image(u), detector=_det())
     assert ds.StudyID == "250625143339389"
+
+
+# --------------------------------------------------------------------------------------------
+# the levels on their own: values and the reusable modules, without the DX writer
+# --------------------------------------------------------------------------------------------
+
+
+def test_date_time_values_offsets_and_rounding():
+    ist = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    nst = dt.timezone(-dt.timedelta(hours=3, minutes=30))
+    assert tz_offset(dt.datetime(2025, 6, 25, 12, tzinfo=ist)) == "+0530"
+    assert tz_offset(dt.datetime(2025, 1, 5, 12, tzinfo=nst)) == "-0330"
+    assert tz_offset(dt.datetime(2025, 6, 25, 12, tzinfo=dt.UTC)) == "+0000"
+    assert tz_offset(dt.datetime(2025, 6, 25, 12)) == ""  # naive: no offset written
+
+    assert datetime_value("20250625", "f") == dt.datetime(2025, 6, 25)
+    assert datetime_value("20250625143339.389", "f") == dt.datetime(2025, 6, 25, 14, 33, 39)
+    utc = datetime_value("2025-06-25T06:33:39Z", "f")
+    assert utc == dt.datetime(2025, 6, 25, 6, 33, 39, tzinfo=dt.UTC)
+    assert datetime_value(dt.date(2024, 2, 29), "f") == dt.datetime(2024, 2, 29)
+    assert datetime_value("", "f") is None and datetime_value(None, "f") is None
+    with pytest.raises(DicomFieldError, match="not a date") as info:
+        datetime_value("25/06/2025", "study.study_datetime")
+    assert info.value.field == "study.study_datetime"
+    with pytest.raises(DicomFieldTypeError):
+        datetime_value(20250625, "f")
+
+    naive = dt.datetime(2025, 6, 25, 8, 0)
+    assert local_time(naive) is naive  # naive is taken as already local
+    local = local_time(utc)
+    assert local == utc and local.utcoffset() == dt.datetime.now().astimezone().utcoffset()
+
+    assert [half_up(v) for v in (0.5, 1.5, 2.5, -0.5, -2.5, 2.49)] == [1, 2, 3, 0, -2, 2]
+    assert rounded_int_value("2.5", "f") == 3  # not round()'s banker's 2
+    with pytest.raises(DicomFieldError, match="required"):
+        rounded_int_value(None, "shutter.RadiusOfCircularShutter")
+    with pytest.raises(DicomFieldError, match="not a number"):
+        rounded_int_value("", "shutter.RadiusOfCircularShutter")
+    third = format_ds(1 / 3)
+    assert len(third) <= 16 and float(third) == pytest.approx(1 / 3, rel=1e-12)
+    assert format_ds(1e-20) and len(format_ds(-123456789.123456789)) <= 16
+
+
+def test_text_number_and_code_string_converters():
+    assert [age_value(v, "f") for v in ("5Y", "18m", " 3 w ", 7, "120D", "", None)] == [
+        "005Y", "018M", "003W", "007Y", "120D", "", ""]
+    for bad in ("1000Y", "5 years", "-1Y"):
+        with pytest.raises(DicomFieldError, match="not an age"):
+            age_value(bad, "patient.patient_age")
+    with pytest.raises(DicomFieldTypeError):
+        age_value(True, "patient.patient_age")
+
+    assert cs_value(" portable ", "f") == "PORTABLE"
+    with pytest.raises(DicomFieldError, match="letters, digits"):
+        cs_value("A-P", "series.view_position")
+    with pytest.raises(DicomFieldError, match="longer than 4"):
+        cs_value("ABCDE", "f", max_len=4)
+
+    assert multi_value("A\\ B", "f") == ["A", "B"]
+    assert multi_value(("L", "F"), "f") == ["L", "F"]
+    with pytest.raises(DicomFieldError, match="backslash"):
+        multi_value(["A\\B"], "f")  # a list item is one value: no separator inside
+    with pytest.raises(DicomFieldTypeError):
+        multi_value({"a": 1}, "f")
+
+    assert [bool_value(v, "f") for v in (True, 0, 1, "TRUE", " false ", "1", "")] == [
+        True, False, True, True, False, True, False]
+    for bad in (2, "yes", None):
+        with pytest.raises(DicomFieldError, match="not a boolean"):
+            bool_value(bad, "acquisition.aec")
+
+    assert number_value("1.5", "f") == 1.5 and number_value(" ", "f") is None
+    with pytest.raises(DicomFieldError, match="required"):
+        number_value(None, "f", optional=False)
+    with pytest.raises(DicomFieldError, match="greater than 0"):
+        number_value(0, "acquisition.kv", strict_low=True)
+    with pytest.raises(DicomFieldTypeError, match="bool"):
+        number_value(True, "f")
+    assert int_value("12", "f", low=0) == 12 and int_value(np.int64(3), "f") == 3
+    with pytest.raises(DicomFieldTypeError):
+        int_value(1.0, "series.series_number")
+    with pytest.raises(DicomFieldError, match="not an integer"):
+        int_value("1.5", "series.series_number")
+
+    factory = UidFactory(ROOT)
+    assert uid_value("", "study.study_instance_uid", factory, "study").startswith(ROOT + ".1.")
+    assert uid_value("1.2.3", "f", None, "study") == "1.2.3"
+    with pytest.raises(DicomFieldError, match="pass uids="):
+        uid_value(None, "series.series_instance_uid", None, "series")
+
+    assert dict_value(None, "acquisition", {"kv"}, required=False) == {}
+    with pytest.raises(DicomFieldError, match=r"unknown key\(s\) \['kvp'\]; allowed: \['kv'\]"):
+        dict_value({"kvp": 70}, "acquisition", frozenset({"kv"}), required=False)
+    with pytest.raises(DicomFieldTypeError, match="required"):
+        dict_value(None, "patient", PATIENT_FIELDS, required=True)
+
+
+def test_code_items_charset_and_vr_checks_name_the_input_field():
+    item = code_item("51185008", "SCT", "Chest")
+    assert (item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning) == (
+        "51185008", "SCT", "Chest")
+
+    b = DatasetBuilder()
+    b.set("PatientName", "Doe^Jane", "patient.patient_name")
+    check_charset(b.ds, b.source)
+    assert "SpecificCharacterSet" not in b.ds  # ASCII only: none written
+    b.set("PatientName", "Müller^Jürgen", "patient.patient_name")
+    check_charset(b.ds, b.source)
+    assert b.ds.SpecificCharacterSet == "ISO_IR 192"  # chosen for non-ASCII text
+
+    b = DatasetBuilder()
+    b.set("SpecificCharacterSet", "ISO_IR 100", "study.specific_character_set")
+    b.set("PatientName", "Müller^Jürgen", "patient.patient_name")
+    check_charset(b.ds, b.source)  # Latin-1 holds it
+    b.set("AnatomicRegionSequence", [code_item("X", "99DIOS", "张")], "series.body_part")
+    with pytest.raises(DicomFieldError, match="character set ISO_IR 100") as info:
+        check_charset(b.ds, b.source)
+    assert info.value.field == "series.body_part[0].CodeMeaning"
+
+    b = DatasetBuilder()
+    b.set("PatientID", "X" * 65, "patient.patient_id")
+    with pytest.raises(DicomFieldError, match="PatientID") as info:
+        validate_element_values(b.ds, b.source)
+    assert info.value.field == "patient.patient_id"
+    b = DatasetBuilder()
+    b.set("StudyInstanceUID", ["1.2.3", "1.2.4"], "study.study_instance_uid")
+    with pytest.raises(DicomFieldError, match="takes one value"):
+        validate_element_values(b.ds, b.source)
+
+
+def test_reusable_modules_build_patient_and_study_without_the_dx_writer():
+    """What a worklist or MPPS message needs: patient, study, equipment, SOP common."""
+    assert isinstance(PATIENT_FIELDS, frozenset) and isinstance(ANIMAL_ONLY_FIELDS, tuple)
+    assert ANIMAL_ONLY_FIELDS == ("owner_name", "variety", "sex_neutered", "chip_number")
+    assert set(ANIMAL_ONLY_FIELDS) <= PATIENT_FIELDS
+    assert set(_human()) <= PATIENT_FIELDS and set(_vet()) <= PATIENT_FIELDS
+    uids = UidFactory(ROOT)
+    assert set(_study(uids)) <= STUDY_FIELDS and set(_series(uids)) <= SERIES_FIELDS
+    assert set(_image(uids)) <= IMAGE_FIELDS
+
+    b = DatasetBuilder()
+    assert patient_module(b, _vet()) is True
+    now = dt.datetime(2025, 6, 25, 8, 0, tzinfo=dt.UTC)
+    study_module(b, {"study_id": "20250625143339389", "accession_number": "A1"}, uids, now)
+    equipment_module(b, {"manufacturer": "DIOS", "model": "SIM", "serial_number": "7"},
+                     "device")
+    uid = sop_common_module(b, "1.2.840.10008.3.1.2.3.3", None, uids, "mpps.sop_instance_uid")
+    check_charset(b.ds, b.source)
+    validate_element_values(b.ds, b.source)
+    ds = b.ds
+    assert "PixelData" not in ds and "Rows" not in ds and "Modality" not in ds
+    assert ds.PatientSpeciesDescription == "Dog" and ds.ResponsiblePersonRole == "OWNER"
+    assert ds.OtherPatientIDsSequence[0].TypeOfPatientID == "RFID"
+    assert ds.StudyID == "250625143339389" and ds.StudyInstanceUID.startswith(ROOT + ".1.")
+    local = local_time(now)
+    assert (ds.StudyDate, ds.StudyTime) == (local.strftime("%Y%m%d"), local.strftime("%H%M%S"))
+    assert ds.TimezoneOffsetFromUTC == tz_offset(local)
+    assert (ds.Manufacturer, ds.ManufacturerModelName, ds.DeviceSerialNumber) == (
+        "DIOS", "SIM", "7")
+    assert ds.SOPInstanceUID == uid and uid.startswith(ROOT + ".3.")
+    assert b.source["SOPInstanceUID"] == "mpps.sop_instance_uid"
+    assert "SpecificCharacterSet" not in ds  # the dog's record is ASCII
+
+    human = DatasetBuilder()
+    assert patient_module(human, _human()) is False
+    assert "PatientSpeciesDescription" not in human.ds
+    for key in ANIMAL_ONLY_FIELDS:
+        with pytest.raises(DicomFieldError, match="animal patients only") as info:
+            patient_module(DatasetBuilder(), {**_human(), key: "x"})
+        assert info.value.field == f"patient.{key}"
+    with pytest.raises(DicomFieldError, match="equipment.model"):
+        equipment_module(DatasetBuilder(), {"model": "a\\b"}, "equipment")
+
+
+def test_dicom_modules_keep_their_levels_and_import_no_private_names():
+    import dios.dicom as package
+
+    root = os.path.dirname(package.__file__)
+    allowed = {"values": {"dios.dicom", "dios.uids"},
+               "modules": {"dios.dicom", "dios.dicom.values", "dios.uids"},
+               "reader": {"dios.dicom"}}
+    for name in ("values", "modules", "dx", "png", "reader"):
+        with open(os.path.join(root, f"{name}.py"), encoding="utf-8") as fh:
+            tree = ast.parse(fh.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dios"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, (name, node.module, private)
+                if name in allowed:
+                    assert node.module in allowed[name], (name, node.module)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith(("processing", "simulators", "drivers",
+                                                      "dios.devices")), (name, alias.name)
