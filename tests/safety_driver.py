@@ -274,6 +274,14 @@ class SafetyDriver:
                 self.tally.contradictions.append(f"{sop} Exposed without its file")
         with self._lock:
             results, self._results = self._results, []
+        # events reach this driver on its own subscription thread: give the announcements
+        # of the exposures that replied success time to arrive before judging
+        wanted = {tx for op, _, code, tx in results if op == "expose" and code == "SUCCESS"}
+        try:
+            wait_until(lambda: wanted <= set(self._stored_tx), 60, "image.stored events")
+        except AssertionError:
+            pass  # judged below, transaction by transaction
+        with self._lock:
             stored_tx = dict(self._stored_tx)
         for op, sop, code, tx in results:
             if op != "expose":
