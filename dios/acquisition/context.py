@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from dios.codes import INTERNAL, DiosError
 from dios.devices.backends import Technique
+from dios.dicom.modules import ANIMAL_ONLY_FIELDS, PATIENT_FIELDS
 
 
 class ImageRecords(Protocol):
@@ -37,7 +38,7 @@ class ViewCatalog(Protocol):
 
 
 #: Patient fields that only describe animals (left out of a human patient's file).
-ANIMAL_ONLY = ("owner_name", "variety", "sex_neutered", "chip_number")
+ANIMAL_ONLY = ANIMAL_ONLY_FIELDS
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ class PatientInfo:
 
     def as_dicom(self) -> dict[str, Any]:
         """The DICOM writer's ``patient`` mapping (empty values left out)."""
-        out = {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, "")}
+        out = {k: v for k, v in dataclasses.asdict(self).items()
+               if v not in (None, "") and k in PATIENT_FIELDS}
         for flag in ("is_anaesthesia", "is_sedation"):
             if not out.get(flag):
                 out.pop(flag, None)
