@@ -7,6 +7,13 @@ id: a result, or an error code (bad URI, unknown device or command, bad paramete
 state, busy, timeout, ...). A failing command leaves the device state unchanged and the
 bus serving.
 
+Every reply is also published on the event hub as a ``reply`` event (:func:`reply_event`):
+URI and name of the request, value = the result code, data = :meth:`Reply.to_dict`, and
+the request's transaction and client id, so a remote client sees the value a device
+accepted (``SetParam_MA 130`` -> ``125``) on its event stream as well. Publication is the
+hub's non-blocking fan-out; a reply event is in the subscribers' queues before the
+requester gets the reply.
+
 >>> from dios.engine import build_simulated_engine
 >>> with build_simulated_engine(clock_scale=100) as eng:
 ...     eng.bus.request(Request("DIOS/DEVICE/Generator", "SetParam_KV", "70", "t1", "doc")).result
@@ -40,11 +47,34 @@ DEFAULT_TIMEOUT = 10.0
 _STOP = object()
 
 
+def reply_event(req: Request, reply: Reply, late: bool = False) -> Event:
+    """The ``reply`` event of ``reply`` to ``req``: name = reqName, value = the result
+    code, data = ``reply.to_dict()`` (plus ``late: True`` for the outcome of a command
+    whose requester already got ``TIMEOUT``), with the request's transaction and client id."""
+    data = reply.to_dict()
+    if late:
+        data["late"] = True
+    return Event(req.deviceUri, EventKind.REPLY, req.reqName, reply.code, data,
+                 req.reqTransaction, req.reqClientID)
+
+
+class _Pending(Future):
+    """A request's future. ``settle`` orders the worker's delivery against the
+    requester giving up, so that a reply is published late exactly when its requester
+    got ``TIMEOUT`` instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.abandoned = False
+        self.settle = threading.Lock()
+
+
 class _Worker:
     """The queue and thread serving one device."""
 
-    def __init__(self, device: Device, maxsize: int) -> None:
+    def __init__(self, device: Device, maxsize: int, hub: EventHub) -> None:
         self.device = device
+        self.hub = hub
         self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self.thread = threading.Thread(target=self.run, daemon=True,
                                        name=f"dios-dev-{device.uri.rsplit('/', 1)[-1]}")
@@ -59,14 +89,15 @@ class _Worker:
             if not fut.set_running_or_notify_cancel():
                 continue
             reply = self.execute(req)
-            fut.set_result(reply)
-            if getattr(fut, "abandoned", False):
+            with fut.settle:
+                late = fut.abandoned
+                if not late:
+                    self.hub.publish(reply_event(req, reply))
+                fut.set_result(reply)
+            if late:
                 # the client already got TIMEOUT: publish the late outcome so nothing
                 # that changed the device goes unreported
-                self.device.hub.publish(Event(
-                    req.deviceUri, EventKind.REPLY, req.reqName, reply.code,
-                    {"late": True, "reply": reply.to_dict()}, req.reqTransaction,
-                    req.reqClientID))
+                self.hub.publish(reply_event(req, reply, late=True))
 
     def execute(self, req: Request) -> Reply:
         self.served += 1
@@ -98,7 +129,7 @@ class DeviceBus:
         parse(device.uri)
         if device.uri in self._workers:
             raise ValueError(f"device {device.uri} already registered")
-        worker = _Worker(device, self.queue_size)
+        worker = _Worker(device, self.queue_size, self.hub)
         self._workers[device.uri] = worker
         if self._running:
             worker.thread.start()
@@ -143,8 +174,13 @@ class DeviceBus:
 
     # --- requests ------------------------------------------------------------------------
     def submit(self, req: Request) -> Future[Reply]:
-        """Queue ``req`` for its device; the future always resolves to a Reply."""
-        fut: Future[Reply] = Future()
+        """Queue ``req`` for its device; the future always resolves to a Reply, which is
+        published as a ``reply`` event too (a refusal at once, a device's reply when its
+        command finishes)."""
+        return self._submit(req)
+
+    def _submit(self, req: Request) -> _Pending:
+        fut = _Pending()
         try:
             if not self._running:
                 raise DiosError(BUS_STOPPED)
@@ -157,23 +193,33 @@ class DeviceBus:
             except queue.Full:
                 raise DiosError(BUSY, f"{req.deviceUri} queue full") from None
         except DiosError as err:
-            fut.set_result(Reply.failure(req, err))
+            reply = Reply.failure(req, err)
+            self.hub.publish(reply_event(req, reply))
+            fut.set_result(reply)
         return fut
 
     def request(self, req: Request, timeout: float | None = None) -> Reply:
         """Send ``req`` and wait for its reply, at most ``timeout`` seconds (default: bus timeout).
 
-        On timeout the reply carries ``TIMEOUT``; if the command has not started yet it is
-        withdrawn, otherwise its late reply is published as a ``reply`` event with
-        ``data["late"] = True`` (same transaction id) when it finishes.
+        On timeout the reply carries ``TIMEOUT`` (published as a ``reply`` event like any
+        other); if the command has not started yet it is withdrawn, otherwise its late reply
+        is published as a ``reply`` event with ``data["late"] = True`` (same transaction
+        id) when it finishes.
         """
-        fut = self.submit(req)
+        wait = self.timeout if timeout is None else timeout
+        fut = self._submit(req)
         try:
-            return fut.result(self.timeout if timeout is None else timeout)
+            return fut.result(wait)
         except TimeoutError:
+            pass
+        with fut.settle:  # the worker delivers before or after this, never during
+            if fut.done() and not fut.cancelled():
+                return fut.result()  # it arrived while we gave up: it is the reply
             if not fut.cancel():
-                fut.abandoned = True  # type: ignore[attr-defined]
-            return Reply.failure(req, DiosError(TIMEOUT, f"no reply within {timeout or self.timeout:g} s"))
+                fut.abandoned = True
+            reply = Reply.failure(req, DiosError(TIMEOUT, f"no reply within {wait:g} s"))
+            self.hub.publish(reply_event(req, reply))  # before any late outcome
+        return reply
 
     def call(self, uri: str, name: str, param: object = "", transaction: str = "",
              client: str = "dios", timeout: float | None = None) -> Reply:

@@ -36,6 +36,7 @@ class Lamp(Device):
         self.level = 0.0
         self.gate = threading.Event()
         self.gate.set()
+        self.waited: list[str] = []
 
     @property
     def state(self) -> Enum:
@@ -66,6 +67,7 @@ class Lamp(Device):
 
     @command("Wait")
     def wait(self, param: str) -> str:
+        self.waited.append(param)
         self.gate.wait(10)
         return "done"
 
@@ -168,8 +170,108 @@ def test_timeout_reply_and_bus_keeps_serving(bus):
     ev = late.get(timeout=2)
     late.close()
     assert ev is not None and ev.data["late"] and ev.reqTransaction == "slow"
-    assert ev.data["reply"]["result"] == "done" and ev.value == "0x000000"
+    assert ev.data["result"] == "done" and ev.value == "0x000000"
+    assert ev.data["code"] == "0x000000" and ev.data["reqTransaction"] == "slow"
     assert bus.request(Request("DIOS/DEVICE/Lamp", "On")).ok
+
+
+def _replies(sub, n: int, timeout: float = 10.0) -> list:
+    """The next ``n`` events of a pull subscription (waits up to ``timeout`` in all)."""
+    out: list = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        ev = sub.get(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+        if ev is not None:
+            out.append(ev)
+    return out
+
+
+def test_every_reply_is_published_as_a_reply_event(bus):
+    """Success, a device's refusal and the bus's own refusals: each reply reaches the hub
+    as a ``reply`` event with the request's ids, the code as value and the reply as data,
+    in the subscribers' queue by the time the requester has the reply."""
+    sub = bus.hub.subscribe("DIOS/*", kinds=[EventKind.REPLY])
+    try:
+        ok = bus.request(Request("DIOS/DEVICE/Lamp", "SetParam_Level", "7.5", "tx-1", "cli-a"))
+        ev = sub.get(timeout=0)  # already queued: published before the reply was handed over
+        assert ev is not None and ok.ok
+        assert (ev.deviceUri, ev.kind, ev.name, ev.value) == (
+            "DIOS/DEVICE/Lamp", EventKind.REPLY, "SetParam_Level", "0x000000")
+        assert (ev.reqTransaction, ev.reqClientID) == ("tx-1", "cli-a")
+        assert ev.data == ok.to_dict() and "late" not in ev.data
+        assert ev.data["result"] == "7.5"
+        refusals = [
+            Request("DIOS/DEVICE/Lamp", "SetParam_Level", "250", "tx-2", "cli-b"),  # device
+            Request("DIOS/DEVICE/Lamp", "Fly", "", "tx-3", "cli-b"),                # command
+            Request("DIOS/DEVICE/Nothing", "On", "", "tx-4", "cli-b"),              # bus
+            Request("DIOS/DEVICE/Lamp", "Off", "", "tx-5", "cli-b"),                # state
+        ]
+        replies = [bus.request(r) for r in refusals]
+        events = _replies(sub, len(refusals))
+        assert [e.reqTransaction for e in events] == ["tx-2", "tx-3", "tx-4", "tx-5"]
+        assert [e.value for e in events] == [r.code for r in replies] == [
+            codes.OUT_OF_RANGE.hex, codes.UNKNOWN_COMMAND.hex, codes.UNKNOWN_DEVICE.hex,
+            codes.WRONG_STATE.hex]
+        assert [e.data for e in events] == [r.to_dict() for r in replies]
+        assert all(e.reqClientID == "cli-b" for e in events)
+        # submit() without waiting publishes too
+        fut = bus.submit(Request("DIOS/DEVICE/Table", "On", "", "tx-6", "cli-c"))
+        assert fut.result(5).ok
+        ev = _replies(sub, 1)[0]
+        assert (ev.deviceUri, ev.reqTransaction, ev.data["code"]) == (
+            "DIOS/DEVICE/Table", "tx-6", "0x000000")
+    finally:
+        sub.close()
+
+
+def test_a_timeout_is_published_before_the_late_outcome(bus):
+    """A running command whose requester gives up: its TIMEOUT reply is published, then
+    its real outcome with ``late``; a queued one is withdrawn: TIMEOUT only, never run."""
+    lamp = bus.device("DIOS/DEVICE/Lamp")
+    sub = bus.hub.subscribe("DIOS/DEVICE/Lamp", kinds=[EventKind.REPLY])
+    lamp.gate.clear()
+    try:
+        # an idle worker starts a command at once; 1 s leaves room on a loaded machine
+        slow = bus.request(Request("DIOS/DEVICE/Lamp", "Wait", "slow", "slow", "c"), timeout=1.0)
+        queued = bus.request(Request("DIOS/DEVICE/Lamp", "On", "", "queued", "c"), timeout=0.05)
+    finally:
+        lamp.gate.set()
+    assert slow.code == queued.code == codes.TIMEOUT.hex
+    # FIFO: once this one is answered, everything before it was settled and published
+    assert bus.request(Request("DIOS/DEVICE/Lamp", "SetParam_Level", "1", "after", "c")).ok
+    events = _replies(sub, 4)
+    sub.close()
+    assert lamp.waited == ["slow"]
+    assert [(e.reqTransaction, e.value, e.data.get("late", False)) for e in events] == [
+        ("slow", codes.TIMEOUT.hex, False),
+        ("queued", codes.TIMEOUT.hex, False),
+        ("slow", "0x000000", True),
+        ("after", "0x000000", False),
+    ]
+    assert events[2].data["result"] == "done" and events[2].reqClientID == "c"
+    assert lamp.state is LampState.OFF  # the withdrawn On never ran
+
+
+def test_reply_events_cost_the_bus_little(bus):
+    """Publishing every reply must not slow the bus noticeably: with a subscriber that
+    takes every reply event, the same number of requests stays within a generous factor
+    of the time without one (and far from any timeout)."""
+
+    def run(n: int) -> float:
+        t0 = time.perf_counter()
+        for i in range(n):
+            assert bus.request(Request("DIOS/DEVICE/Lamp", "SetParam_Level", str(i % 100))).ok
+        return time.perf_counter() - t0
+
+    run(200)  # warm up
+    quiet = min(run(1000) for _ in range(2))
+    got: list = []
+    sub = bus.hub.subscribe("DIOS/DEVICE/*", got.append, kinds=[EventKind.REPLY])
+    try:
+        busy = min(run(1000) for _ in range(2))
+    finally:
+        sub.close()
+    assert busy < quiet * 3 + 0.5, (quiet, busy)
 
 
 def test_commands_to_one_device_run_in_order(bus):
@@ -205,7 +307,8 @@ def test_stopped_bus_replies_bus_stopped():
 def test_events_carry_transaction_and_filter_by_pattern(bus):
     got: list = []
     only_table: list = []
-    sub = bus.hub.subscribe("DIOS/DEVICE/Lamp", got.append)
+    sub = bus.hub.subscribe("DIOS/DEVICE/Lamp", got.append,
+                            kinds=[EventKind.STATE, EventKind.PARAM])
     sub2 = bus.hub.subscribe("DIOS/DEVICE/Tab*", only_table.append, kinds=[EventKind.STATE])
     bus.request(Request("DIOS/DEVICE/Lamp", "On", "", "tx-on", "cli"))
     bus.request(Request("DIOS/DEVICE/Lamp", "SetParam_Level", "5", "tx-lvl", "cli"))
