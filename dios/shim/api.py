@@ -33,7 +33,8 @@ task
     ``POST /task/image/select``, ``POST /task/image/deselect``, ``POST /task/image/expose``:
     device.action;
     ``POST /task/device/command``: device.action for the console's operational commands,
-    device.calibrate for ``Calibrate*``, device.command for anything else;
+    device.calibrate for ``Calibrate*``, device.command for anything else (its reply: see
+    "Device replies" below);
     ``POST /task/image/upload``: image.write; ``GET /task/image/{instance_uid}/file``,
     ``GET /task/image/{instance_uid}/preview``: image.read
 
@@ -89,6 +90,27 @@ seed line: operation                        reply ``@type`` (``-``: none; file: 
 2263: task.preview                          file (the PNG preview)
 ==========================================  ================================================
 
+Device replies
+--------------
+``POST /task/device/command`` answers as the seed does (``data`` =
+``google.protobuf.Empty``) unless the query flag ``?reply=true`` (or ``1``) asks for the
+device's reply: then ``data`` is a ``dr.task.DeviceReply`` (:data:`DEVICE_REPLY_SCHEMA`):
+``deviceUri``, ``reqName``, ``reqTransaction``, ``reqClientID`` (echoed), ``code``,
+``description``, ``solution`` (the code's texts in the caller's language), ``result`` (the
+value the device accepted: ``SetParam_MA 130`` -> ``"125"``; the list of
+``GetCommands``, the limits line of ``GetLimits`` ...) and ``data`` (the detail: the whole
+technique after a set, limits and tables, the command table, or on a refusal its detail
+such as ``{min, max}`` of ``OUT_OF_RANGE``). A refusal keeps the envelope's code,
+description and HTTP status; with the flag its ``data`` is the DeviceReply too, without it
+the detail fields as for every error. Over MessagePack-RPC ``task.device_command`` always
+returns the DeviceReply, and a refusal is an RPC error with the code and the reply's detail
+fields. Refusals of the shim itself (token, role, missing fields) carry no DeviceReply: the
+command never reached a device.
+
+Every device reply, whoever sent the command, is also published as a ``reply`` event
+(``DIOS/DEVICE/<Name>``, name = reqName, value = code, data = the same fields, the
+request's transaction and client id; see :mod:`dios.shim.ws`).
+
 Handlers only move arguments between the wire and one service call.
 """
 
@@ -97,14 +119,79 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dios.codes import BAD_FILE_NAME, MISSING_FIELD, NOT_FOUND, DiosError
-from dios.shim.dispatch import Context, Operation, Param
-from dios.shim.envelope import EMPTY, Blob
+from dios.codes import BAD_FILE_NAME, MISSING_FIELD, NOT_FOUND, DiosError, ResultCode
+from dios.shim.dispatch import REPLY_FLAG, Context, Operation, Param
+from dios.shim.envelope import EMPTY, Blob, ReplyFailure, type_url
+from dios.shim.events import plain
 
 STUDY = "dr.study.Study"
 STUDY_REPLY = "dr.study.StudyReply"
 CREATE_IMAGE = "dr.study.CreateImageReply"
 STAT = "dr.study.Stat"
+DEVICE_REPLY = "dr.task.DeviceReply"
+
+#: The fields of a device command, as the seed names them.
+REQUEST_FIELDS = ("deviceUri", "reqName", "reqParam", "reqTransaction", "reqClientID")
+
+#: ``SetParam_MA 130`` on the simulated generator (70 kV, 200 mA before): mA moves on the
+#: R'10 table, so the generator accepts 125 mA (and mAs follows).
+DEVICE_REPLY_EXAMPLE: dict[str, Any] = {
+    "@type": type_url(DEVICE_REPLY),
+    "deviceUri": "DIOS/DEVICE/Generator", "reqName": "SetParam_MA",
+    "reqTransaction": "tx-0042", "reqClientID": "console-1",
+    "code": "0x000000", "description": "Success", "solution": "", "result": "125",
+    "data": {"requested": "130", "changed": ["MA", "MAS"],
+             "technique": {"kV": 70.0, "mA": 125.0, "ms": 100.0, "mAs": 12.5,
+                           "ExposureMode": 0, "Focus": 1, "AECField": "010",
+                           "AECDensity": 0}},
+}
+
+#: ``SetParam_KV 200``: refused, the value stays as it was.
+DEVICE_REPLY_REFUSED_EXAMPLE: dict[str, Any] = {
+    "@type": type_url(DEVICE_REPLY),
+    "deviceUri": "DIOS/DEVICE/Generator", "reqName": "SetParam_KV",
+    "reqTransaction": "tx-0043", "reqClientID": "console-1",
+    "code": "0x010005", "description": "Parameter out of range: KV 200 outside 40..150",
+    "solution": "Choose a value within the device's limits", "result": "",
+    "data": {"min": 40.0, "max": 150.0},
+}
+
+#: The ``dr.task.DeviceReply`` message (OpenAPI schema; also ``rpc.methods`` with
+#: ``describe``).
+DEVICE_REPLY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A device's reply to one command: the request's ids echoed, the result "
+                   "code with its texts, the value the device accepted and its detail.",
+    "required": ["@type", "deviceUri", "reqName", "reqTransaction", "reqClientID", "code",
+                 "description", "solution", "result", "data"],
+    "properties": {
+        "@type": {"type": "string", "enum": [type_url(DEVICE_REPLY)]},
+        "deviceUri": {"type": "string", "example": "DIOS/DEVICE/Generator"},
+        "reqName": {"type": "string", "example": "SetParam_MA"},
+        "reqTransaction": {"type": "string", "description": "echoed from the request"},
+        "reqClientID": {"type": "string", "description": "echoed from the request"},
+        "code": {"type": "string", "pattern": "^0x[0-9A-F]{6}$", "example": "0x000000",
+                 "description": "result code (x-result-codes); the envelope carries the same"},
+        "description": {"type": "string",
+                        "description": "the code's text in the caller's language, then the "
+                                       "device's detail"},
+        "solution": {"type": "string"},
+        "result": {"type": "string",
+                   "description": "the value the device accepted (a set: snapped to the "
+                                  "table, lowered for power/focus), a get's value, the "
+                                  "command list of GetCommands, the limits line of "
+                                  "GetLimits, a status string; empty on a refusal"},
+        "data": {"type": "object", "additionalProperties": True,
+                 "description": "detail: after a set {requested, changed, technique}; "
+                                "GetLimits {limits, tables}; GetCommands {commands: "
+                                "{name: parameter}}; GetStatus the device's status; on a "
+                                "refusal the code's detail, e.g. OUT_OF_RANGE {min, max}"},
+    },
+    "example": DEVICE_REPLY_EXAMPLE,
+}
+
+#: Reply messages documented in full, by type name.
+MESSAGE_SCHEMAS: dict[str, dict[str, Any]] = {DEVICE_REPLY: DEVICE_REPLY_SCHEMA}
 
 
 @dataclass
@@ -490,8 +577,12 @@ def _task_ops() -> list[Operation]:
         needed = command_permission(a["reqName"])
         if needed != "device.action":
             ctx.services.auth.authorize(ctx.claims, needed)
-        tk(ctx).device_command(a)
-        return None
+        req = {k: a[k] for k in REQUEST_FIELDS if k in a}
+        try:
+            reply = tk(ctx).device_command(req)
+        except DiosError as err:
+            raise ReplyFailure(err, refused_reply(ctx, req, err)) from err
+        return device_reply(ctx, reply)
 
     def select(ctx: Context, a: dict) -> Any:
         tk(ctx).select_image(a["instance_uid"], client=ctx.source or ctx.user)
@@ -530,8 +621,14 @@ def _task_ops() -> list[Operation]:
             "Ask a device to report its state (arrives as a state event)"),
         _op("task.device_command", "POST", "/task/device/command", command, "device.action",
             EMPTY, (dev, P("reqName", required=True, example="IncParam_KV"),
-                    P("reqParam", example="1"), P("reqTransaction"), P("reqClientID")),
-            "Send one device command onto the bus"),
+                    P("reqParam", example="1"), P("reqTransaction", example="tx-0042"),
+                    P("reqClientID", example="console-1"),
+                    P(REPLY_FLAG, "boolean", where="query", example=True,
+                      description="true or 1: data is the device's reply "
+                                  "(dr.task.DeviceReply), on success and on a refusal; "
+                                  "absent, false or 0: google.protobuf.Empty as the seed")),
+            "Send one device command onto the bus; with ?reply=true get the device's reply "
+            "(the value it accepted)", full_reply=DEVICE_REPLY),
         _op("task.select_image", "POST", "/task/image/select", select, "device.action", EMPTY,
             (iuid,), "Select the image to expose: applies its APR technique to the generator"),
         _op("task.deselect_image", "POST", "/task/image/deselect", deselect, "device.action",
@@ -548,6 +645,52 @@ def _task_ops() -> list[Operation]:
             params=(iuid_path,), summary="Download the processed PNG preview",
             binary_reply=True),
     ]
+
+
+def _texts(code_hex: str, description: str, solution: str, language: str) -> tuple[str, str]:
+    """A reply's description and solution in ``language``: the code's own text is
+    translated, the device's detail after it kept."""
+    if language == "en":
+        return description, solution
+    try:
+        code = ResultCode.from_hex(code_hex)
+    except (KeyError, ValueError):
+        return description, solution
+    en, _ = code.text("en")
+    desc, sol = code.text(language)
+    if description == en:
+        return desc, sol
+    if description.startswith(en + ": "):
+        return f"{desc}: {description[len(en) + 2:]}", sol
+    return description, sol
+
+
+def device_reply(ctx: Context, reply: Any) -> dict[str, Any]:
+    """The ``dr.task.DeviceReply`` message of a device's Reply (untagged; the shim tags it)."""
+    msg = {k: v for k, v in reply.to_dict().items() if k != "@type"}
+    msg["description"], msg["solution"] = _texts(msg["code"], msg["description"],
+                                                 msg["solution"], ctx.language)
+    msg["result"] = str(msg.get("result", ""))
+    msg["data"] = plain(msg.get("data") or {}, ctx.transport == "rpc")
+    return msg
+
+
+def refused_reply(ctx: Context, req: dict[str, Any], err: DiosError) -> dict[str, Any]:
+    """The ``dr.task.DeviceReply`` message of a refused command: the request's ids, the
+    error's code and detail (without the ``<reqName> on <deviceUri>`` the task service
+    puts in front, so the description reads as the device's), its data."""
+    name, uri = str(req.get("reqName", "")), str(req.get("deviceUri", ""))
+    detail, prefix = err.detail, f"{name} on {uri}"
+    if detail == prefix:
+        detail = ""
+    elif detail.startswith(prefix + ": "):
+        detail = detail[len(prefix) + 2:]
+    desc, sol = err.code.text(ctx.language)
+    return {"deviceUri": uri, "reqName": name,
+            "reqTransaction": str(req.get("reqTransaction", "")),
+            "reqClientID": str(req.get("reqClientID", "")),
+            "code": err.code.hex, "description": f"{desc}: {detail}" if detail else desc,
+            "solution": sol, "result": "", "data": plain(err.data, ctx.transport == "rpc")}
 
 
 def operations() -> list[Operation]:

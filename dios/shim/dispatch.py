@@ -5,6 +5,14 @@ An :class:`Operation` names one service method three ways: its MessagePack-RPC m
 caller's role needs (a key of the auth service's permission table). :func:`dispatch`
 validates the declared parameters, authenticates, authorises, calls the handler and
 returns the reply message (tagged with its ``@type``) or a :class:`~dios.shim.envelope.Blob`.
+
+An operation may have two reply shapes: ``reply``, the reference console's (for the device
+command ``google.protobuf.Empty``), and ``full_reply``, the message the handler actually
+returns (``dr.task.DeviceReply``). The caller gets the full one when it asks for it: over
+HTTP with the query flag ``?reply=true`` (or ``1``; :data:`REPLY_FLAG`), always over
+MessagePack-RPC (the engine's own protocol). A refusal that carries its reply message
+(:class:`~dios.shim.envelope.ReplyFailure`) then shows that message as the error
+envelope's ``data``.
 """
 
 from __future__ import annotations
@@ -14,7 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dios.codes import INVALID_FIELD, MISSING_FIELD, NOT_AUTHENTICATED, DiosError
-from dios.shim.envelope import Blob, typed
+from dios.shim.envelope import Blob, ReplyFailure, typed
+
+#: The query flag asking for an operation's ``full_reply`` over HTTP (``true``/``1``).
+REPLY_FLAG = "reply"
 
 #: JSON-schema-ish parameter types understood by the validator and the OpenAPI writer.
 PARAM_TYPES = ("string", "integer", "number", "boolean", "boolish", "object", "array",
@@ -82,6 +93,14 @@ class Operation:
     #: per field in one place); only path parameters are checked by the shim
     service_validates: bool = False
     examples: dict[str, Any] = field(default_factory=dict)
+    #: the reply message sent instead of ``reply`` when the caller asks for it (HTTP query
+    #: flag ``REPLY_FLAG``, which the operation declares) and always over MessagePack-RPC;
+    #: the handler returns this message in every case
+    full_reply: str | None = None
+
+    def result_type(self, transport: str) -> str | None:
+        """The reply type a caller on ``transport`` gets without asking (RPC: the full one)."""
+        return self.full_reply if transport == "rpc" and self.full_reply else self.reply
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
@@ -169,7 +188,22 @@ def dispatch(op: Operation, ctx: Context, args: dict[str, Any], *,
     if not access_checked:
         check_access(op, ctx)
     clean = validate(op, args)
-    result = op.handler(ctx, clean)
+    full = wants_full_reply(op, ctx, clean)
+    try:
+        result = op.handler(ctx, clean)
+    except ReplyFailure as err:
+        if full:
+            err.shown = typed(op.full_reply, err.message)
+        raise
     if op.binary_reply or isinstance(result, Blob):
         return result
-    return typed(op.reply, result)
+    return typed(op.full_reply if full else op.reply, result)
+
+
+def wants_full_reply(op: Operation, ctx: Context, clean: dict[str, Any]) -> bool:
+    """Whether the caller gets ``op.full_reply``: over RPC always, over HTTP with the
+    query flag. Takes the flag out of ``clean`` (it is not the handler's argument)."""
+    if op.full_reply is None:
+        return False
+    flag = bool(clean.pop(REPLY_FLAG, False))
+    return flag or ctx.transport == "rpc"

@@ -76,9 +76,26 @@ def error_data(err: DiosError) -> dict[str, Any]:
     return {k: v for k, v in err.data.items() if _plain(v)}
 
 
+class ReplyFailure(DiosError):
+    """A refusal that comes with a reply message: a device's reply to a command.
+
+    It keeps the code, detail and data of the error it wraps. ``message`` is the reply
+    message; :func:`~dios.shim.dispatch.dispatch` sets ``shown`` (the message tagged with
+    its ``@type``) when the caller asked for full replies, and the error envelope then
+    carries it as ``data`` instead of the bare detail fields.
+    """
+
+    def __init__(self, err: DiosError, message: dict[str, Any]) -> None:
+        super().__init__(err.code, err.detail, **err.data)
+        self.message = message
+        self.shown: dict[str, Any] | None = None
+
+
 def failure(err: DiosError, language: str = "en") -> dict[str, Any]:
-    """The error envelope of ``err``: its code, localized text, simple detail fields."""
-    data = error_data(err)
+    """The error envelope of ``err``: its code, localized text, simple detail fields (or
+    the reply message of a :class:`ReplyFailure` whose caller asked for it)."""
+    shown = err.shown if isinstance(err, ReplyFailure) else None
+    data = shown if shown is not None else error_data(err)
     return {"code": err.code.hex, "description": err.description(language),
             "solution": err.solution(language), "data": data}
 

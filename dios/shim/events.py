@@ -29,6 +29,34 @@ TOPICS = {
     "all": "DIOS/*",
 }
 MAX_PATTERN = 200
+MAX_CLIENT_ID = 200
+
+#: The wire form of one event (OpenAPI schema ``dios.Event``): the same fields on the
+#: WebSocket (JSON, plus ``type: "event"``) and in MessagePack-RPC notifications.
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "One event. Kinds: state, param, progress, fault, exposure, image, "
+                   "reply. A reply event is a device's reply to one command, whoever sent "
+                   "it: name = reqName, value = the result code, data = the reply "
+                   "(deviceUri, reqName, reqTransaction, reqClientID, code, description, "
+                   "solution, result, data; late: true when its requester had already "
+                   "been answered TIMEOUT), reqTransaction/reqClientID = the request's.",
+    "required": ["uri", "kind", "name", "value", "data", "reqTransaction", "reqClientID",
+                 "timestamp", "seq"],
+    "properties": {
+        "type": {"type": "string", "enum": ["event"], "description": "WebSocket only"},
+        "subscription": {"type": "integer"},
+        "uri": {"type": "string", "example": "DIOS/DEVICE/Generator"},
+        "kind": {"type": "string", "enum": list(EventKind.ALL)},
+        "name": {"type": "string"},
+        "value": {"type": "string"},
+        "data": {"type": "object", "additionalProperties": True},
+        "reqTransaction": {"type": "string"},
+        "reqClientID": {"type": "string"},
+        "timestamp": {"type": "number", "description": "seconds since the epoch"},
+        "seq": {"type": "integer", "description": "increasing across all events"},
+    },
+}
 
 
 def check_subscription(pattern: Any, kinds: Any) -> tuple[str, list[str] | None]:
@@ -50,6 +78,16 @@ def check_subscription(pattern: Any, kinds: Any) -> tuple[str, list[str] | None]
         raise DiosError(INVALID_FIELD, f"unknown kind(s) {unknown}; use {list(EventKind.ALL)}",
                         field="kinds")
     return pattern, kinds or None
+
+
+def check_client(value: Any) -> str | None:
+    """Validate a subscription's optional ``reqClientID`` filter; INVALID_FIELD otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_CLIENT_ID:
+        raise DiosError(INVALID_FIELD, "reqClientID must be a non-empty string",
+                        field="reqClientID")
+    return value
 
 
 def plain(value: Any, binary: bool, depth: int = 0) -> Any:
@@ -102,18 +140,26 @@ def event_message(ev: Event, binary: bool = False, frames: bool = False) -> dict
 
 class AsyncSubscription:
     """An EventHub subscription whose events land in an asyncio queue (bounded; when a
-    slow client falls behind, the oldest events are dropped and counted)."""
+    slow client falls behind, the oldest events are dropped and counted).
+
+    Filters: URI ``pattern`` and ``kinds`` (in the hub), and ``client``: only events whose
+    ``reqClientID`` is that one (the replies to, and effects of, one client's commands).
+    """
 
     def __init__(self, hub: Any, loop: asyncio.AbstractEventLoop, pattern: str,
-                 kinds: Iterable[str] | None, maxsize: int = 1024) -> None:
+                 kinds: Iterable[str] | None, maxsize: int = 1024,
+                 client: str | None = None) -> None:
         self.loop = loop
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=maxsize)
         self.dropped = 0
         self.pattern = pattern
         self.kinds = list(kinds) if kinds else None
+        self.client = client
         self._sub = hub.subscribe(pattern, handler=self._from_thread, kinds=kinds)
 
     def _from_thread(self, ev: Event) -> None:
+        if self.client is not None and ev.reqClientID != self.client:
+            return
         try:
             self.loop.call_soon_threadsafe(self._put, ev)
         except RuntimeError:  # loop closed

@@ -7,6 +7,11 @@ headers: ``Language`` (``en``/``zh``: localized descriptions and names), ``Produ
 recorded with the request) and ``Authorization: Bearer <token>``. Every reply is the
 envelope ``{code, description, solution, data}``; file downloads are the raw bytes.
 
+``POST /api/v1/task/device/command`` replies as the seed (``data`` =
+``google.protobuf.Empty``); with the query flag ``?reply=true`` (or ``1``) ``data`` is the
+device's reply, ``dr.task.DeviceReply`` (the value it accepted in ``result``), on success
+and, beside the device's code in the envelope, on a refusal (see :mod:`dios.shim.api`).
+
 HTTP status codes follow the result code's class (400 validation, 401 authentication,
 403 role, 404 unknown id, 409 state conflict, 413 too large, 415 media type, 500
 internal) and the envelope is always present, so a client may rely on either.

@@ -5,8 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from dios.codes import all_codes
-from dios.shim.dispatch import Operation, Param
+from dios.codes import OUT_OF_RANGE, SUCCESS, all_codes
+from dios.shim.api import (
+    DEVICE_REPLY_EXAMPLE,
+    DEVICE_REPLY_REFUSED_EXAMPLE,
+    MESSAGE_SCHEMAS,
+)
+from dios.shim.dispatch import REPLY_FLAG, Operation, Param
+from dios.shim.envelope import EMPTY, type_url
+from dios.shim.events import EVENT_SCHEMA
 
 _SCHEMA = {
     "string": {"type": "string"}, "integer": {"type": "integer", "format": "int32"},
@@ -38,6 +45,13 @@ def _schema(p: Param) -> dict[str, Any]:
     return s
 
 
+def _required(params: list[Param]) -> dict[str, Any]:
+    """``{"required": [...]}``, or nothing when no field is required (OpenAPI 3.0 wants
+    a non-empty list)."""
+    names = [p.name for p in params if p.required]
+    return {"required": names} if names else {}
+
+
 def _envelope(type_name: str | None) -> dict[str, Any]:
     data: dict[str, Any] = {"type": "object"}
     if type_name:
@@ -47,6 +61,76 @@ def _envelope(type_name: str | None) -> dict[str, Any]:
             "properties": {"code": {"type": "string", "example": "0x000000"},
                            "description": {"type": "string"}, "solution": {"type": "string"},
                            "data": data}}
+
+
+def _ref(type_name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{type_name}"}
+
+
+def _with_data(data: dict[str, Any]) -> dict[str, Any]:
+    env = _envelope(None)
+    env["properties"]["data"] = data
+    return env
+
+
+_EMPTY_DATA = {"type": "object", "description": "as the seed",
+               "properties": {"@type": {"type": "string", "enum": [type_url(EMPTY)]},
+                              "value": {"type": "object"}}}
+_DETAIL_DATA = {"type": "object", "additionalProperties": True,
+                "description": "the error's simple detail fields"}
+
+#: A reply event as it arrives on the WebSocket (RPC: the same map in ``[2, "event", [...]]``).
+REPLY_EVENT_EXAMPLE: dict[str, Any] = {
+    "type": "event", "subscription": 1, "uri": DEVICE_REPLY_EXAMPLE["deviceUri"],
+    "kind": "reply", "name": DEVICE_REPLY_EXAMPLE["reqName"],
+    "value": DEVICE_REPLY_EXAMPLE["code"],
+    "data": {k: v for k, v in DEVICE_REPLY_EXAMPLE.items() if k != "@type"},
+    "reqTransaction": DEVICE_REPLY_EXAMPLE["reqTransaction"],
+    "reqClientID": DEVICE_REPLY_EXAMPLE["reqClientID"],
+    "timestamp": 1749545373.668, "seq": 4711,
+}
+
+
+def _full_reply_responses(op: Operation) -> dict[str, Any]:
+    """200 and error responses of an operation with two reply shapes."""
+    assert op.full_reply is not None
+    desc, sol = SUCCESS.text("en")
+    ok_schema = _with_data({"oneOf": [_EMPTY_DATA, _ref(op.full_reply)]})
+    ok_examples = {
+        "seed": {"summary": "without the flag: as the seed",
+                 "value": {"code": SUCCESS.hex, "description": desc, "solution": sol,
+                           "data": {"@type": type_url(EMPTY), "value": {}}}},
+    }
+    err_examples: dict[str, Any] = {}
+    if op.full_reply == "dr.task.DeviceReply":
+        ok_examples["reply"] = {
+            "summary": f"?{REPLY_FLAG}=true, SetParam_MA 130: the generator accepted 125",
+            "value": {"code": SUCCESS.hex, "description": desc, "solution": sol,
+                      "data": DEVICE_REPLY_EXAMPLE}}
+        refused = DEVICE_REPLY_REFUSED_EXAMPLE
+        err_examples = {
+            "seed": {"summary": "without the flag: the detail fields",
+                     "value": {"code": OUT_OF_RANGE.hex,
+                               "description": "Parameter out of range: SetParam_KV on "
+                                              "DIOS/DEVICE/Generator: KV 200 outside 40..150",
+                               "solution": refused["solution"], "data": refused["data"]}},
+            "reply": {"summary": f"?{REPLY_FLAG}=true, SetParam_KV 200: refused, kV unchanged",
+                      "value": {"code": OUT_OF_RANGE.hex,
+                                "description": "Parameter out of range: SetParam_KV on "
+                                               "DIOS/DEVICE/Generator: KV 200 outside 40..150",
+                                "solution": refused["solution"], "data": refused}},
+        }
+    ok = {"description": f"success: data is {op.reply} without the query flag "
+                         f"{REPLY_FLAG}, {op.full_reply} with {REPLY_FLAG}=true (or 1)",
+          "content": {"application/json": {"schema": ok_schema, "examples": ok_examples}}}
+    err_content: dict[str, Any] = {
+        "schema": _with_data({"oneOf": [_DETAIL_DATA, _ref(op.full_reply)]})}
+    if err_examples:
+        err_content["examples"] = err_examples
+    err = {"description": f"error envelope (see x-result-codes); a refusal of the device "
+                          f"carries {op.full_reply} as data with {REPLY_FLAG}=true",
+           "content": {"application/json": err_content}}
+    return {"200": ok, "default": err}
 
 
 def openapi_document(operations: list[Operation], prefix: str, title: str,
@@ -73,7 +157,7 @@ def openapi_document(operations: list[Operation], prefix: str, title: str,
         body = [p for p in op.params if p.where == "body"]
         if op.body == "upload":
             item["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
-                "type": "object", "required": [p.name for p in body if p.required],
+                "type": "object", **_required(body),
                 "properties": {p.name: _schema(p) for p in body}}},
                 "image/png": {"schema": {"type": "string", "format": "binary"}}}}
         elif op.body == "json-array" and body:
@@ -82,7 +166,7 @@ def openapi_document(operations: list[Operation], prefix: str, title: str,
         elif body or op.open_body:
             item["requestBody"] = {"required": any(p.required for p in body), "content": {
                 "application/json": {"schema": {
-                    "type": "object", "required": [p.name for p in body if p.required],
+                    "type": "object", **_required(body),
                     "properties": {p.name: _schema(p) for p in body},
                     "additionalProperties": op.open_body}}}}
         if op.permission is not None:
@@ -98,19 +182,43 @@ def openapi_document(operations: list[Operation], prefix: str, title: str,
             "default": {"description": "error envelope (see x-result-codes)",
                         "content": {"application/json": {"schema": _envelope(None)}}},
         }
+        if op.full_reply is not None:
+            item["responses"] = _full_reply_responses(op)
+            item["x-rpc-result"] = _ref(op.full_reply)
         paths.setdefault(prefix + path, {})[op.method.lower()] = item
     paths[prefix + "/events"] = {"get": {
         "operationId": "events", "tags": ["events"],
         "summary": "WebSocket event stream (upgrade); see the module documentation of dios.shim.ws",
+        "description": (
+            "Authenticate (?token=, Authorization header or a first message {\"type\": "
+            "\"auth\", \"token\"}; needs task.read), then send {\"type\": \"subscribe\", "
+            "\"pattern\": \"device\"|\"task\"|\"study\"|\"all\"|\"DIOS/DEVICE/*\", "
+            "\"kinds\": [...], \"reqClientID\": \"...\"} (kinds and reqClientID optional "
+            "filters) and receive {\"type\": \"event\", ...} messages (schema dios.Event). "
+            "Reply events (kind \"reply\"): every reply of a device to a command, from any "
+            "client: name = reqName, value = the result code, data = the reply (the fields "
+            "of dr.task.DeviceReply without @type, plus late: true for the outcome of a "
+            "command whose requester had already been answered TIMEOUT), reqTransaction "
+            "and reqClientID = the request's. Subscribe with kinds [\"reply\"] and your "
+            "reqClientID to receive the replies to your own commands."),
         "parameters": [{"name": "token", "in": "query", "required": False,
                         "schema": {"type": "string"}}],
-        "responses": {"101": {"description": "switching protocols"}}}}
+        "responses": {"101": {"description": "switching protocols; then event messages",
+                              "content": {"application/json": {
+                                  "schema": _ref("dios.Event"),
+                                  "examples": {"reply": {
+                                      "summary": "the reply event of SetParam_MA 130",
+                                      "value": REPLY_EVENT_EXAMPLE}}}}}},
+        "x-event-schema": _ref("dios.Event")}}
+    schemas: dict[str, Any] = {name: schema for name, schema in MESSAGE_SCHEMAS.items()}
+    schemas["dios.Event"] = {**EVENT_SCHEMA, "example": REPLY_EVENT_EXAMPLE}
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": version},
         "paths": paths,
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                                      "bearerFormat": "JWT"}}},
+                                                      "bearerFormat": "JWT"}},
+                       "schemas": schemas},
         "x-result-codes": [{"code": c.hex, "name": c.name, "description": c.description,
                             "solution": c.solution} for c in all_codes()],
     }

@@ -16,9 +16,20 @@ result codes as HTTP, plus ``data`` (e.g. ``{"field": ...}``) when the error has
 frames are MessagePack ``bin``, never base64.
 
 Connection-level methods: ``session.authenticate``, ``events.subscribe [{"pattern":
-"DIOS/DEVICE/*", "kinds": [...], "frames": false}]`` -> ``{"subscription": n}``,
-``events.unsubscribe [{"subscription": n}]``, ``rpc.methods``. Events arrive as
-``[2, "event", [message]]``.
+"DIOS/DEVICE/*", "kinds": [...], "reqClientID": "...", "frames": false}]`` ->
+``{"subscription": n}`` (``kinds`` and ``reqClientID`` optional filters),
+``events.unsubscribe [{"subscription": n}]``, ``rpc.methods`` (``[{"describe": true}]``
+adds each method's summary, permission, parameters and result type, and the schemas of
+the results documented in full). Events arrive as ``[2, "event", [message]]``.
+
+Device commands: ``task.device_command [{deviceUri, reqName, reqParam, reqTransaction,
+reqClientID}]`` returns the device's reply, ``dr.task.DeviceReply``: ``{"@type",
+deviceUri, reqName, reqTransaction, reqClientID, code, description, solution, result,
+data}`` (``result`` is the value the device accepted: ``SetParam_MA 130`` -> ``"125"``);
+a refusal is an RPC error ``{code, description, solution, data}`` whose ``data`` is the
+reply's detail (``OUT_OF_RANGE``: ``{min, max}``). Every device reply is also an event of
+kind ``reply`` (see :mod:`dios.shim.ws`), so ``events.subscribe [{"pattern": "device",
+"kinds": ["reply"]}]`` mirrors the replies of every client.
 
 Robustness: bytes that are not MessagePack, or a message larger than
 ``max_message`` bytes, get an ``[2, "error", [{code, description, solution}]]``
@@ -49,9 +60,10 @@ from dios.codes import (
     PAYLOAD_TOO_LARGE,
     DiosError,
 )
-from dios.shim.dispatch import Context, Operation, authenticate, dispatch
-from dios.shim.envelope import Blob, error_data, internal_error, language_of
-from dios.shim.events import AsyncSubscription, check_subscription, event_message
+from dios.shim.api import MESSAGE_SCHEMAS
+from dios.shim.dispatch import REPLY_FLAG, Context, Operation, authenticate, dispatch
+from dios.shim.envelope import Blob, error_data, internal_error, language_of, type_url
+from dios.shim.events import AsyncSubscription, check_client, check_subscription, event_message
 
 log = logging.getLogger("dios.shim.rpc")
 
@@ -78,6 +90,20 @@ def error_object(err: DiosError, language: str) -> dict[str, Any]:
     if data:
         out["data"] = data
     return out
+
+
+def describe(op: Operation) -> dict[str, Any]:
+    """What ``rpc.methods [{"describe": true}]`` says of one method: summary, permission,
+    its arguments (the HTTP query flag of a full reply is left out: RPC always gets it)
+    and the ``@type`` of its result (``schemas`` has those documented in full)."""
+    params = [{"name": p.name, "type": p.type, "required": p.required,
+               **({"description": p.description} if p.description else {})}
+              for p in op.params if not (op.full_reply and p.name == REPLY_FLAG)]
+    result = op.result_type("rpc")
+    return {"summary": op.summary, "permission": op.permission or "public",
+            "params": params,
+            "result": type_url("dios.File") if op.binary_reply else (
+                type_url(result) if result else None)}
 
 
 def blob_message(blob: Blob) -> dict[str, Any]:
@@ -294,9 +320,10 @@ class _Connection:
             claims = await loop.run_in_executor(server.executor, authenticate, ctx)
             server.services.auth.authorize(claims, "task.read")
             pattern, kinds = check_subscription(args.get("pattern"), args.get("kinds"))
+            client = check_client(args.get("reqClientID"))
             frames = bool(args.get("frames", False))
             sub = AsyncSubscription(server.hub, loop, pattern, kinds,
-                                    server.max_pending_events)
+                                    server.max_pending_events, client)
             sid = next(self.sub_ids)
             self.subs[sid] = (sub, loop.create_task(self.pump(sid, sub, frames)))
             return {"subscription": sid, "pattern": pattern}
@@ -309,7 +336,13 @@ class _Connection:
             entry[1].cancel()
             return {}
         if method == "rpc.methods":
-            return {"methods": sorted(server.operations) + list(server.CONNECTION_METHODS)}
+            out: dict[str, Any] = {
+                "methods": sorted(server.operations) + list(server.CONNECTION_METHODS)}
+            if args.get("describe") is True:
+                out["descriptions"] = {name: describe(op)
+                                       for name, op in sorted(server.operations.items())}
+                out["schemas"] = dict(MESSAGE_SCHEMAS)
+            return out
         op = server.operations.get(method)
         if op is None:
             raise DiosError(METHOD_NOT_FOUND, method[:100])

@@ -8,12 +8,25 @@ Authentication: ``?token=<jwt>``, an ``Authorization: Bearer`` header, or a firs
     {"type": "subscribe", "pattern": "DIOS/DEVICE/*", "kinds": ["state", "param"]}
 
 (``pattern`` is a URI pattern with shell wildcards, or a topic: ``device``, ``task``,
-``study``, ``all``; ``kinds`` is optional) and receives ``{"type": "subscribed",
-"subscription": n, "pattern": ...}``, then ``{"type": "event", "subscription": n, "uri",
-"kind", "name", "value", "data", "reqTransaction", "reqClientID", "timestamp", "seq"}``
-for every matching event: device state and parameter changes, exposure progress
+``study``, ``all``; ``kinds`` is optional; ``reqClientID``, optional, keeps only the events
+of that client's commands) and receives ``{"type": "subscribed", "subscription": n,
+"pattern": ...}``, then ``{"type": "event", "subscription": n, "uri", "kind", "name",
+"value", "data", "reqTransaction", "reqClientID", "timestamp", "seq"}`` for every matching
+event: device state and parameter changes, device replies, exposure progress
 (``DIOS/TASK/Exposure``), image ready (``DIOS/TASK/Image``), study changes
 (``DIOS/STUDY/<study_id>``). ``{"type": "unsubscribe", "subscription": n}`` stops one.
+
+Device replies: every reply of a device to a command (from any client, over any channel,
+or from the engine itself) is an event of kind ``reply`` on the device's URI: ``name`` =
+reqName, ``value`` = the result code, ``data`` = ``{deviceUri, reqName, reqTransaction,
+reqClientID, code, description, solution, result, data}`` (``result``: the value the device
+accepted, e.g. ``"125"`` for ``SetParam_MA 130``; ``late: true`` for the outcome of a
+command whose requester was already answered ``TIMEOUT``), with the request's
+``reqTransaction`` and ``reqClientID``. They are device data, readable with ``task.read``
+like every event here. To get only the replies to one's own commands::
+
+    {"type": "subscribe", "pattern": "device", "kinds": ["reply"], "reqClientID": "console-1"}
+
 Errors come as ``{"type": "error", "code", "description", "solution"}``. A client that
 does not read loses the oldest events first; the server never blocks on it.
 """
@@ -31,7 +44,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from dios.codes import FORBIDDEN, INVALID_FIELD, MALFORMED_REQUEST, NOT_AUTHENTICATED, DiosError
 from dios.shim.dispatch import Context, authenticate
 from dios.shim.envelope import internal_error, language_of
-from dios.shim.events import AsyncSubscription, check_subscription, event_message
+from dios.shim.events import AsyncSubscription, check_client, check_subscription, event_message
 
 log = logging.getLogger("dios.shim.ws")
 
@@ -117,7 +130,9 @@ class EventSocket:
                         if len(subs) >= MAX_SUBSCRIPTIONS:
                             raise DiosError(INVALID_FIELD, "too many subscriptions")
                         pattern, kinds = check_subscription(msg.get("pattern"), msg.get("kinds"))
-                        sub = AsyncSubscription(self.hub, loop, pattern, kinds, self.max_pending)
+                        client = check_client(msg.get("reqClientID"))
+                        sub = AsyncSubscription(self.hub, loop, pattern, kinds, self.max_pending,
+                                                client)
                         sid = next_id
                         next_id += 1
                         subs[sid] = (sub, loop.create_task(pump(sid, sub)))
