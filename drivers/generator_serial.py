@@ -1,17 +1,23 @@
 """A generator backend over a serial line or TCP socket, speaking :mod:`drivers.generator_protocol`.
 
 The port is opened with pyserial's ``serial_for_url``, so every URL it knows works
-unchanged: ``socket://127.0.0.1:4001``, ``loop://``, ``spy:///dev/ttyUSB0?file=trace.txt``
-(hex dump of the traffic), ``rfc2217://...``; a plain device path or ``serial:///dev/ttyUSB0``
-opens a local serial port.
+unchanged: a device path (``/dev/ttyUSB0``), ``socket://127.0.0.1:4001``, ``loop://``,
+``spy:///dev/ttyUSB0?file=trace.txt`` (hex dump of the traffic), ``rfc2217://...``.
+``serial:///dev/ttyUSB0`` is not pyserial syntax; the driver takes it as the device path
+after ``serial://`` (what :attr:`simulators.generator_wire.GeneratorWireServer.url` gives).
+
+Every wait of this driver runs on the wall clock (``time.monotonic``, queue and pyserial
+timeouts): it talks to hardware, whose time is real time whatever a simulation clock
+elsewhere in the process says. A generator simulated faster than real time only makes
+the driver's waits end earlier; the driver's deadlines are never shortened.
 
 Behaviour on the link:
 
-* every request waits ``timeout`` wall-clock seconds for its reply; requests that are safe
-  to repeat (``ID LM TS TG PR AB RS ST``: they set or read state, and a repeated ``PR``
-  is answered without a second boost) are sent again up to ``retries`` times with a new
-  sequence number, so a late reply to an abandoned attempt is recognised and dropped;
-  ``EX`` is never repeated (no double exposure). No reply at all: ``TIMEOUT``.
+* every request waits ``timeout`` seconds for its reply; requests that are safe to repeat
+  (``ID LM TS TG PR AB RS ST``: they set or read state, and a repeated ``PR`` is answered
+  without a second boost) are sent again up to ``retries`` times with a new sequence
+  number, so a late reply to an abandoned attempt is recognised and dropped; ``EX`` is
+  never repeated (no double exposure). No reply at all: ``TIMEOUT``.
 * a ``NAK`` maps to its result code (:data:`~drivers.generator_protocol.NAK_CODES`).
 * a port that fails or closes (unplugged adapter, closed socket): ``COMM_LOST``; the port is
   opened again by :meth:`SerialGeneratorBackend.connect` or :meth:`~SerialGeneratorBackend.reset`.
@@ -20,11 +26,10 @@ Behaviour on the link:
 * a prepare or exposure waits only for the events of its own operation (the ``OP`` number
   of its ``ACK``); events of an earlier one are dropped and counted in ``stale_events``.
 * no call blocks without a deadline: replies wait ``timeout``, a write at most
-  :data:`WRITE_TIMEOUT_S` (the port's write timeout; the driver never waits for the line
-  to drain), events the device time plus ``timeout``, the port's reader ``0.02`` s a read,
-  closing the port at most :data:`WRITE_TIMEOUT_S` (the rest of the close runs detached).
-* waits for device time (rotor boost, exposure) are measured on ``clock``, so a generator
-  simulated ``N`` times faster than real time is waited for ``N`` times less.
+  ``write_timeout`` (the port's write timeout; the driver never waits for the line to
+  drain), the ``RDY`` of a prepare ``prep_timeout + timeout``, the ``XD`` of an exposure
+  its exposure time ``+ exposure_margin + timeout``, the port's reader ``poll_interval``
+  a read, closing the port at most ``write_timeout`` (the rest of the close runs detached).
 """
 
 from __future__ import annotations
@@ -32,15 +37,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
+import warnings
 from collections import deque
 from typing import Any
 
 import serial
 
-from dios.clock import REAL_TIME, SimClock
 from dios.codes import ABORTED, COMM_LOST, DEVICE_FAULT, TIMEOUT, DiosError
 from dios.devices.backends import ExposureRecord, GeneratorLimits, GeneratorReadback, Technique
 from drivers.generator_protocol import (
@@ -62,16 +68,30 @@ from drivers.generator_protocol import (
 log = logging.getLogger(__name__)
 
 _LOST = object()
-#: Wall-clock seconds a frame may take to be accepted by the port before the link is lost.
+#: Default wall-clock seconds a frame may take to be accepted by the port before the link
+#: is lost (the ``write_timeout`` keyword).
 WRITE_TIMEOUT_S = 1.0
+#: Default wall-clock seconds one read of the port waits for bytes (``poll_interval``);
+#: raised automatically to three character times on slow lines.
+POLL_INTERVAL_S = 0.02
+#: Line speeds the driver accepts (pyserial's standard rates span 50..4000000).
+BAUDRATE_RANGE = (50, 4_000_000)
+BYTESIZES = (5, 6, 7, 8)
+PARITIES = ("N", "E", "O", "M", "S")
+STOPBITS = (1, 1.5, 2)
 
 
-def open_url(url: str, baudrate: int, timeout: float) -> serial.SerialBase:
-    """Open ``url`` with pyserial (``serial://PATH`` is a local port at ``PATH``)."""
+def open_url(url: str, baudrate: int = 19200, timeout: float = POLL_INTERVAL_S, *,
+             write_timeout: float = WRITE_TIMEOUT_S, **settings: Any) -> serial.SerialBase:
+    """Open ``url`` with pyserial (``serial://PATH`` is a local port at ``PATH``).
+
+    ``settings`` go to ``serial_for_url`` as they are (``bytesize``, ``parity``,
+    ``stopbits``, ``rtscts``, ``xonxoff``).
+    """
     if url.startswith("serial://"):
         url = url[len("serial://"):]
     return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout,
-                                 write_timeout=WRITE_TIMEOUT_S)
+                                 write_timeout=write_timeout, **settings)
 
 
 def _close_quietly(port: serial.SerialBase) -> None:
@@ -81,41 +101,113 @@ def _close_quietly(port: serial.SerialBase) -> None:
         log.debug("closing %s failed", port.port, exc_info=True)
 
 
+def _seconds(name: str, value: object, *, zero_ok: bool = False) -> float:
+    """``value`` as a finite number of seconds, > 0 (>= 0 with ``zero_ok``), or ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not zero_ok):
+        raise ValueError(f"{name} must be a finite number of seconds {'>= 0' if zero_ok else '> 0'}, "
+                         f"not {value!r}")
+    return v
+
+
+def _integer(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, not {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
 class SerialGeneratorBackend:
     """:class:`~dios.devices.backends.GeneratorBackend` for a generator on a serial link.
+
+    Every argument but ``url`` is a keyword; the defaults are the link settings the driver
+    has always used. Seconds are wall-clock seconds. Invalid values raise ``ValueError``
+    naming the keyword.
 
     Parameters
     ----------
     url : str
-        pyserial URL of the port.
-    timeout : float
-        Wall-clock seconds to wait for each reply.
-    clock : SimClock
-        Clock of the generator's device time (prep and exposure waits).
-    retries : int
-        Extra attempts for requests that are safe to repeat.
+        pyserial URL of the port: a device path (``/dev/ttyUSB0``; ``serial:///dev/ttyUSB0``
+        is taken as that path), ``socket://host:port``, ``loop://``, ``spy://...``,
+        ``rfc2217://...``.
     baudrate : int
-        Line speed for real serial ports.
+        Line speed of a real serial port, 50..4000000 (default 19200; ignored by sockets).
+    timeout : float
+        Seconds to wait for each reply (default 0.5).
+    retries : int
+        Extra attempts, 0..100, for requests that are safe to repeat, after a reply that was
+        lost or arrived corrupt (default 2; ``EX`` is never repeated).
+    bytesize : int
+        Data bits, 5/6/7/8 (default 8).
+    parity : str
+        ``"N"``, ``"E"``, ``"O"``, ``"M"`` or ``"S"`` (default ``"N"``).
+    stopbits : float
+        1, 1.5 or 2 (default 1).
+    rtscts : bool
+        RTS/CTS hardware flow control (default off).
+    xonxoff : bool
+        XON/XOFF software flow control (default off).
+    write_timeout : float
+        Seconds a frame may take to be accepted by the port before the link counts as lost;
+        also how long closing the port is waited for (default 1.0).
+    poll_interval : float, optional
+        Seconds one read of the port waits for bytes; a frame left unfinished that long is
+        reported as truncated, and it bounds how fast the reader stops. Default 0.02 s, or
+        three character times if the line is so slow that this is longer.
     prep_timeout : float
-        Device seconds to wait for the ``RDY`` event after a prepare.
+        Seconds to wait, beyond ``timeout``, for the ``RDY`` event after a prepare
+        (the generator's rotor boost; default 5.0).
     exposure_margin : float
-        Device seconds added to the exposure time when waiting for ``XD``.
+        Seconds added, with ``timeout``, to the exposure time when waiting for ``XD``
+        (default 2.0; may be 0).
+    clock : object, optional
+        Deprecated and ignored: the driver runs on the wall clock whatever clock is given.
+        Accepted (with a ``DeprecationWarning``) only until its last caller stops passing it.
+
+    The URL-to-backend registry (``dios.backends.serial``) maps its query keys to these
+    keywords: ``baud`` -> ``baudrate``, ``timeout``, ``retries``.
     """
 
     name = "SerialGenerator"
 
-    def __init__(self, url: str, timeout: float = 0.5, clock: SimClock = REAL_TIME,
-                 retries: int = 2, baudrate: int = 19200, prep_timeout: float = 5.0,
-                 exposure_margin: float = 2.0) -> None:
-        if timeout <= 0 or retries < 0:
-            raise ValueError("timeout must be > 0 and retries >= 0")
+    def __init__(self, url: str, *, baudrate: int = 19200, timeout: float = 0.5,
+                 retries: int = 2, bytesize: int = 8, parity: str = "N", stopbits: float = 1,
+                 rtscts: bool = False, xonxoff: bool = False,
+                 write_timeout: float = WRITE_TIMEOUT_S, poll_interval: float | None = None,
+                 prep_timeout: float = 5.0, exposure_margin: float = 2.0,
+                 clock: object = None) -> None:
+        if clock is not None:
+            warnings.warn("SerialGeneratorBackend(clock=...) is deprecated and ignored: the "
+                          "driver's waits run on the wall clock", DeprecationWarning, stacklevel=2)
+        if not isinstance(url, str) or not url.strip():
+            raise ValueError(f"url must be a pyserial URL or device path, not {url!r}")
         self.url = url
-        self.timeout = timeout
-        self.clock = clock
-        self.retries = retries
-        self.baudrate = baudrate
-        self.prep_timeout = prep_timeout
-        self.exposure_margin = exposure_margin
+        self.baudrate = _integer("baudrate", baudrate, *BAUDRATE_RANGE)
+        self.timeout = _seconds("timeout", timeout)
+        self.retries = _integer("retries", retries, 0, 100)
+        if isinstance(bytesize, bool) or bytesize not in BYTESIZES:
+            raise ValueError(f"bytesize must be one of {BYTESIZES}, not {bytesize!r}")
+        self.bytesize = int(bytesize)
+        if not isinstance(parity, str) or parity.upper() not in PARITIES:
+            raise ValueError(f"parity must be one of {', '.join(PARITIES)}, not {parity!r}")
+        self.parity = parity.upper()
+        if isinstance(stopbits, bool) or stopbits not in STOPBITS:
+            raise ValueError(f"stopbits must be one of {STOPBITS}, not {stopbits!r}")
+        self.stopbits = stopbits
+        for flag, value in (("rtscts", rtscts), ("xonxoff", xonxoff)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{flag} must be True or False, not {value!r}")
+        self.rtscts = rtscts
+        self.xonxoff = xonxoff
+        self.write_timeout = _seconds("write_timeout", write_timeout)
+        char_s = (1 + self.bytesize + (self.parity != "N") + stopbits) / self.baudrate
+        self.poll_interval = (max(POLL_INTERVAL_S, 3 * char_s) if poll_interval is None
+                              else _seconds("poll_interval", poll_interval))
+        self.prep_timeout = _seconds("prep_timeout", prep_timeout)
+        self.exposure_margin = _seconds("exposure_margin", exposure_margin, zero_ok=True)
         self.model = ""
         self.protocol_errors: deque[str] = deque(maxlen=200)
         self.protocol_error_count = 0
@@ -142,7 +234,10 @@ class SerialGeneratorBackend:
     def _open(self) -> None:
         self._close_port()
         try:
-            port = open_url(self.url, self.baudrate, 0.02)
+            port = open_url(self.url, self.baudrate, self.poll_interval,
+                            write_timeout=self.write_timeout, bytesize=self.bytesize,
+                            parity=self.parity, stopbits=self.stopbits, rtscts=self.rtscts,
+                            xonxoff=self.xonxoff)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise DiosError(COMM_LOST, f"cannot open {self.url}: {exc}") from None
         self._port = port
@@ -162,7 +257,7 @@ class SerialGeneratorBackend:
             closer = threading.Thread(target=_close_quietly, args=(port,), daemon=True)
             closer.start()
             if not self.url.startswith("socket://"):
-                closer.join(WRITE_TIMEOUT_S)  # a device path is reopened only once it closed
+                closer.join(self.write_timeout)  # a device path is reopened only once it closed
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join(1.0)
         self._reader = None
@@ -219,7 +314,7 @@ class SerialGeneratorBackend:
     def _write(self, frame: bytes) -> None:
         """Hand ``frame`` to the port; bounded by the port's write timeout (no drain wait)."""
         self._check_link()
-        if not self._write_lock.acquire(timeout=WRITE_TIMEOUT_S + self.timeout):
+        if not self._write_lock.acquire(timeout=self.write_timeout + self.timeout):
             raise DiosError(TIMEOUT, f"{self.url}: port busy writing")
         try:
             self._port.write(frame)  # type: ignore[union-attr]
@@ -276,15 +371,15 @@ class SerialGeneratorBackend:
             if item is _LOST:
                 raise DiosError(COMM_LOST, self._lost)
 
-    def _wait_event(self, names: tuple[str, ...], device_seconds: float,
+    def _wait_event(self, names: tuple[str, ...], seconds: float,
                     cancel: threading.Event | None, op: str = "") -> Message:
         """The next event among ``names`` or ``FLT`` of operation ``op``.
 
         Events of another operation (a late ``FLT`` of an aborted prepare) are dropped; with
         ``op`` empty (a generator that does not number its operations) every event counts.
-        ABORTED on cancel, TIMEOUT if none arrives in time.
+        ABORTED on cancel, TIMEOUT if none arrives within ``seconds + timeout`` (wall clock).
         """
-        deadline = time.monotonic() + self.clock.real(device_seconds) + self.timeout
+        deadline = time.monotonic() + seconds + self.timeout
         while True:
             if cancel is not None and cancel.is_set():
                 raise DiosError(ABORTED, "cancelled")
