@@ -180,10 +180,9 @@ def test_lost_link_is_comm_lost_and_reset_reconnects() -> None:
 # --- the driver's error mapping ---------------------------------------------------------------------
 @pytest.fixture(params=TRANSPORTS)
 def link(request: pytest.FixtureRequest) -> Iterator[tuple[SerialGeneratorBackend, GeneratorWireServer]]:
-    clock = SimClock(200)
-    sim = SimGeneratorBackend(clock)
+    sim = SimGeneratorBackend(SimClock(200))
     server = GeneratorWireServer(sim, request.param).start()
-    drv = SerialGeneratorBackend(server.url, timeout=0.25, clock=clock, retries=1)
+    drv = SerialGeneratorBackend(server.url, timeout=0.25, retries=1)
     drv.connect()
     yield drv, server
     drv.close()
@@ -257,10 +256,9 @@ def test_noise_sent_to_the_generator_is_ignored_and_it_keeps_answering() -> None
 
 def test_spy_url_hexdumps_the_traffic(tmp_path: object) -> None:
     trace = f"{tmp_path}/spy.txt"
-    clock = SimClock(200)
-    sim = SimGeneratorBackend(clock)
+    sim = SimGeneratorBackend(SimClock(200))
     with GeneratorWireServer(sim, "pty") as server:
-        drv = SerialGeneratorBackend(f"spy://{server.device_path}?file={trace}", timeout=0.25, clock=clock)
+        drv = SerialGeneratorBackend(f"spy://{server.device_path}?file={trace}", timeout=0.25)
         drv.connect()
         try:
             drv.apply(Technique(kv=77))
@@ -289,6 +287,70 @@ def test_missing_port_is_comm_lost() -> None:
     with pytest.raises(DiosError) as exc:
         drv.readback()
     assert exc.value.code is COMM_LOST
+
+
+# --- link settings ------------------------------------------------------------------------------------
+def test_link_settings_default_to_the_drivers_usual_values() -> None:
+    drv = SerialGeneratorBackend("loop://")
+    assert (drv.baudrate, drv.timeout, drv.retries) == (19200, 0.5, 2)
+    assert (drv.bytesize, drv.parity, drv.stopbits, drv.rtscts, drv.xonxoff) == (8, "N", 1, False, False)
+    assert (drv.write_timeout, drv.poll_interval) == (1.0, 0.02)
+    assert (drv.prep_timeout, drv.exposure_margin) == (5.0, 2.0)
+    with pytest.raises(TypeError):
+        SerialGeneratorBackend("loop://", 0.5)  # type: ignore[misc]  # keywords only
+
+
+def test_link_settings_reach_the_port() -> None:
+    drv = SerialGeneratorBackend("loop://", baudrate=9600, bytesize=7, parity="e", stopbits=2,
+                                 xonxoff=True, write_timeout=0.5, poll_interval=0.05)
+    drv._open()
+    try:
+        port = drv._port
+        assert (port.baudrate, port.bytesize, port.parity, port.stopbits) == (9600, 7, "E", 2)
+        assert port.xonxoff and not port.rtscts
+        assert (port.write_timeout, port.timeout) == (0.5, 0.05)
+    finally:
+        drv.close()
+
+
+def test_slow_lines_read_for_at_least_three_character_times() -> None:
+    assert SerialGeneratorBackend("loop://", baudrate=300).poll_interval == pytest.approx(0.1)
+    assert SerialGeneratorBackend("loop://", baudrate=300, poll_interval=0.5).poll_interval == 0.5
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"baudrate": 0}, "baudrate must be between 50 and 4000000"),
+    ({"baudrate": 19200.5}, "baudrate must be an integer"),
+    ({"baudrate": True}, "baudrate must be an integer"),
+    ({"timeout": 0}, "timeout must be a finite number of seconds > 0"),
+    ({"timeout": float("inf")}, "timeout must be a finite number of seconds > 0"),
+    ({"timeout": "1"}, "timeout must be a number of seconds"),
+    ({"retries": -1}, "retries must be between 0 and 100"),
+    ({"retries": 1.0}, "retries must be an integer"),
+    ({"bytesize": 9}, "bytesize must be one of (5, 6, 7, 8)"),
+    ({"parity": "X"}, "parity must be one of N, E, O, M, S"),
+    ({"stopbits": 3}, "stopbits must be one of (1, 1.5, 2)"),
+    ({"rtscts": 1}, "rtscts must be True or False"),
+    ({"write_timeout": -1}, "write_timeout must be a finite number of seconds > 0"),
+    ({"poll_interval": 0}, "poll_interval must be a finite number of seconds > 0"),
+    ({"prep_timeout": float("nan")}, "prep_timeout must be a finite number of seconds > 0"),
+    ({"exposure_margin": -0.1}, "exposure_margin must be a finite number of seconds >= 0"),
+])
+def test_bad_link_settings_are_refused_by_name(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        SerialGeneratorBackend("loop://", **settings)
+    assert message in str(exc.value)
+
+
+def test_url_must_be_given() -> None:
+    with pytest.raises(ValueError, match="url must be a pyserial URL"):
+        SerialGeneratorBackend("")
+
+
+def test_clock_keyword_is_deprecated_and_ignored() -> None:
+    with pytest.warns(DeprecationWarning, match="deprecated and ignored"):
+        drv = SerialGeneratorBackend("loop://", clock=SimClock(1000), timeout=0.3)
+    assert drv.timeout == 0.3 and not hasattr(drv, "clock")
 
 
 # --- protocol codec ------------------------------------------------------------------------------------
