@@ -117,7 +117,7 @@ Handlers only move arguments between the wire and one service call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dios.codes import BAD_FILE_NAME, MISSING_FIELD, NOT_FOUND, DiosError, ResultCode
 from dios.shim.dispatch import REPLY_FLAG, Context, Operation, Param
@@ -194,17 +194,27 @@ DEVICE_REPLY_SCHEMA: dict[str, Any] = {
 MESSAGE_SCHEMAS: dict[str, dict[str, Any]] = {DEVICE_REPLY: DEVICE_REPLY_SCHEMA}
 
 
+if TYPE_CHECKING:
+    from dios.auth.service import AuthService
+    from dios.catalog.service import CatalogService
+    from dios.config import Config
+    from dios.engine import Engine
+    from dios.resource.service import ResourceService
+    from dios.study.service import StudyService
+    from dios.task.service import TaskService
+
+
 @dataclass
 class Services:
     """The services the shim talks to."""
 
-    auth: Any
-    resource: Any
-    catalog: Any
-    study: Any
-    task: Any
-    engine: Any = None
-    config: Any = None
+    auth: AuthService
+    resource: ResourceService
+    catalog: CatalogService
+    study: StudyService
+    task: TaskService
+    engine: Engine | None = None
+    config: Config | None = None
 
 
 def _product(ctx: Context) -> str:

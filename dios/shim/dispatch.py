@@ -19,10 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dios.codes import INVALID_FIELD, MISSING_FIELD, NOT_AUTHENTICATED, DiosError
 from dios.shim.envelope import Blob, ReplyFailure, typed
+
+if TYPE_CHECKING:
+    from dios.shim.api import Services
+
 
 #: The query flag asking for an operation's ``full_reply`` over HTTP (``true``/``1``).
 REPLY_FLAG = "reply"
@@ -53,7 +57,7 @@ class Param:
 class Context:
     """Who is calling and how: filled by the transport, read by handlers."""
 
-    services: Any
+    services: Services
     token: str = ""
     language: str = "en"
     product: str = ""

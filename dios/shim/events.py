@@ -12,12 +12,16 @@ import dataclasses
 import enum
 from collections.abc import Iterable
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dios.codes import INVALID_FIELD, DiosError
 from dios.messages import Event, EventKind
+
+if TYPE_CHECKING:
+    from dios.events import EventHub
+
 
 #: The event topics clients subscribe to, by URI pattern: device events come from
 #: ``DIOS/DEVICE/<Name>``; the services publish on ``DIOS/TASK/*`` (exposure progress,
@@ -146,7 +150,7 @@ class AsyncSubscription:
     ``reqClientID`` is that one (the replies to, and effects of, one client's commands).
     """
 
-    def __init__(self, hub: Any, loop: asyncio.AbstractEventLoop, pattern: str,
+    def __init__(self, hub: EventHub, loop: asyncio.AbstractEventLoop, pattern: str,
                  kinds: Iterable[str] | None, maxsize: int = 1024,
                  client: str | None = None) -> None:
         self.loop = loop

@@ -28,7 +28,7 @@ import time
 from email.parser import BytesParser
 from email.policy import HTTP as HTTP_POLICY
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -48,6 +48,11 @@ from dios.codes import (
 )
 from dios.shim.dispatch import Context, Operation, check_access, dispatch
 from dios.shim.envelope import Blob, failure, internal_error, language_of, success
+
+if TYPE_CHECKING:
+    from dios.events import EventHub
+    from dios.shim.api import Services
+
 
 log = logging.getLogger("dios.shim.http")
 
@@ -138,7 +143,7 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
 class HttpShim:
     """Builds the Starlette app for a set of services and operations."""
 
-    def __init__(self, services: Any, operations: list[Operation], hub: Any = None, *,
+    def __init__(self, services: Services, operations: list[Operation], hub: EventHub | None = None, *,
                  max_body: int = 1 << 20, max_upload: int = 32 << 20,
                  title: str = "DIOS console API", version: str = "1") -> None:
         self.services = services

@@ -48,7 +48,7 @@ import contextlib
 import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -64,6 +64,11 @@ from dios.shim.api import MESSAGE_SCHEMAS
 from dios.shim.dispatch import REPLY_FLAG, Context, Operation, authenticate, dispatch
 from dios.shim.envelope import Blob, error_data, internal_error, language_of, type_url
 from dios.shim.events import AsyncSubscription, check_client, check_subscription, event_message
+
+if TYPE_CHECKING:
+    from dios.events import EventHub
+    from dios.shim.api import Services
+
 
 log = logging.getLogger("dios.shim.rpc")
 
@@ -367,8 +372,8 @@ class RpcServer:
     CONNECTION_METHODS = ("session.authenticate", "events.subscribe", "events.unsubscribe",
                           "rpc.methods")
 
-    def __init__(self, services: Any, operations: list[Operation] | dict[str, Operation],
-                 hub: Any, host: str = "127.0.0.1", port: int = 0, *,
+    def __init__(self, services: Services, operations: list[Operation] | dict[str, Operation],
+                 hub: EventHub, host: str = "127.0.0.1", port: int = 0, *,
                  max_message: int = 64 * 1024 * 1024, max_inflight: int = 32,
                  max_pending_events: int = 1024, write_timeout: float = 10.0,
                  workers: int = 16) -> None:

@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -45,6 +45,11 @@ from dios.codes import FORBIDDEN, INVALID_FIELD, MALFORMED_REQUEST, NOT_AUTHENTI
 from dios.shim.dispatch import Context, authenticate
 from dios.shim.envelope import internal_error, language_of
 from dios.shim.events import AsyncSubscription, check_client, check_subscription, event_message
+
+if TYPE_CHECKING:
+    from dios.events import EventHub
+    from dios.shim.api import Services
+
 
 log = logging.getLogger("dios.shim.ws")
 
@@ -55,7 +60,7 @@ MAX_SUBSCRIPTIONS = 32
 class EventSocket:
     """ASGI endpoint for the event stream."""
 
-    def __init__(self, services: Any, hub: Any, max_pending: int = 1024) -> None:
+    def __init__(self, services: Services, hub: EventHub, max_pending: int = 1024) -> None:
         self.services = services
         self.hub = hub
         self.max_pending = max_pending
