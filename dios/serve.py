@@ -92,7 +92,8 @@ def build_services(config: Config, engine: Engine, db: Database | None = None, *
     acq = config.acquisition
     task = TaskService(engine, study, catalog, config.data_dir,
                        work_station_id=config.work_station_id, uid_root=config.uid_root,
-                       station_name=config.station_name, exposure_timeout=acq.exposure_timeout,
+                       station_name=config.station_name, institution=config.institution,
+                       exposure_timeout=acq.exposure_timeout,
                        max_upload=acq.max_upload_mb << 20)
     return Services(auth=auth, resource=resource, catalog=catalog, study=study, task=task,
                     engine=engine, config=config)

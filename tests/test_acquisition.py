@@ -32,7 +32,9 @@ def room(tmp_path_factory):
             check(eng.bus.call(DETECTOR, cmd, "4"))
             wait_status(lambda: eng.detector.status_string, "DETECTOR_STATUS_STANDBY", 300, cmd)
         eng.set_scene("chest", 180.0)
-        services = build_services(load_config(None, data_dir=data), eng)
+        cfg = load_config(None, data_dir=data)
+        cfg.institution, cfg.station_name = "Hôpital de Test", "ROOM2"
+        services = build_services(cfg, eng)
         services.task.exposure_timeout = 60.0
         yield eng, services
         services.task.close()
@@ -68,6 +70,11 @@ def test_exposure_end_to_end(room):
     assert out.result.window[1] > 0 and out.result.ei > 0
     assert services.task.lifecycle.phase is Phase.Idle
     assert eng.bus.global_status()["all_ready"]
+    import pydicom
+
+    ds = pydicom.dcmread(services.task.image_path(image["sop_instance_id"]))
+    assert (ds.InstitutionName, ds.StationName) == ("Hôpital de Test", "ROOM2")
+    assert ds.KVP == pytest.approx(out.record.kv)
 
 
 def test_dose_follows_technique(room):

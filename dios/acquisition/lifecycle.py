@@ -181,11 +181,13 @@ class AcquisitionLifecycle:
     exposure_timeout : float
         Seconds from Expose to the frame before the exposure fails (TIMEOUT); an exposure
         whose frame is being stored is never timed out: the store decides.
+    site : dict, optional
+        DICOM attributes of the site for every image (``InstitutionName``, ``StationName``).
     """
 
     def __init__(self, room: Room, records: StudyRecords, catalog: ViewCatalog,
                  data_dir: str | Path, *, work_station_id: int = 1,
-                 exposure_timeout: float = 60.0) -> None:
+                 exposure_timeout: float = 60.0, site: dict[str, str] | None = None) -> None:
         from dios.store.files import make_private
 
         self.room = room
@@ -200,7 +202,7 @@ class AcquisitionLifecycle:
         make_private(self.data_dir, ("images", "previews", "unassigned"))
         self.work_station_id = work_station_id
         self.exposure_timeout = exposure_timeout
-        self.sink = FrameSink(getattr(room.detector.backend, "name", ""))
+        self.sink = FrameSink(getattr(room.detector.backend, "name", ""), site)
         self.fsm = StateMachine("Acquisition", TRANSITIONS, P.Idle, self._changed)
         self._lock = threading.RLock()
         self._room_lock = threading.Lock()  # whole exposures (run) one at a time

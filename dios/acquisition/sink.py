@@ -106,10 +106,14 @@ class FrameSink:
     ----------
     backend_name : str
         The detector backend's name (DICOM Manufacturer of the detector).
+    site : dict, optional
+        Attributes of the site written into every file by keyword (``InstitutionName``,
+        ``StationName``); empty values are left out.
     """
 
-    def __init__(self, backend_name: str = "") -> None:
+    def __init__(self, backend_name: str = "", site: dict[str, str] | None = None) -> None:
         self.backend_name = backend_name
+        self.site = {k: v for k, v in (site or {}).items() if v}
         self._pipelines: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -145,7 +149,8 @@ class FrameSink:
                      acquisition=acquisition,
                      detector=detector_attributes(frame, self.backend_name),
                      window=(result.window[0], result.window[1]),
-                     shutter=shutter_attributes(result, frame.pixels.shape, ctx))
+                     shutter=shutter_attributes(result, frame.pixels.shape, ctx),
+                     extra=dict(self.site) or None)
             write_preview_png(ctx.preview_path, result.preview, window=(127.5, 256.0))
             private(ctx.dicom_path, ctx.preview_path)
         except OSError as exc:

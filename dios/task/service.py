@@ -101,7 +101,7 @@ class TaskService:
     def __init__(self, engine: Room, study: StudyService, catalog: CatalogService,
                  data_dir: str | os.PathLike, work_station_id: int = 1, uid_root: str = "2.25",
                  exposure_timeout: float = 60.0, max_upload: int = 32 << 20,
-                 station_name: str = "DIOS") -> None:
+                 station_name: str = "DIOS", institution: str = "") -> None:
         self.engine = engine
         self.bus = engine.bus
         self.hub = engine.hub
@@ -116,7 +116,9 @@ class TaskService:
         self.station_name = station_name
         self.lifecycle = AcquisitionLifecycle(engine, study, catalog, self.data_dir,
                                               work_station_id=work_station_id,
-                                              exposure_timeout=exposure_timeout)
+                                              exposure_timeout=exposure_timeout,
+                                              site={"InstitutionName": institution,
+                                                    "StationName": station_name})
 
     def close(self) -> None:
         """Stop listening to the bus."""
