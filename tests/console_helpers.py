@@ -1,23 +1,52 @@
 """A real console for the shim tests: engine on the simulators, services, uvicorn and the
-MessagePack-RPC listener on free loopback ports, plus small HTTP and RPC clients."""
+MessagePack-RPC listener on free loopback ports, plus small HTTP and RPC clients; and
+:func:`wait_until`, the suite's one way to wait for something to happen.
+
+The suite must hold on a busy machine (a CPU hog on every core): tests wait on
+conditions with generous deadlines, never on fixed sleeps. The console itself is
+imported only by :func:`start_console`, so device tests can use the helpers cheaply."""
 
 from __future__ import annotations
 
 import itertools
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import msgpack
 
-from dios.config import ListenerConfig, load_config
-from dios.serve import Console
+if TYPE_CHECKING:
+    from dios.serve import Console
+
+T = TypeVar("T")
 
 ADMIN_INITIAL = "Initial-Pass1"
 PASSWORD = "Str0ng-Passw0rd"
 FAST_SCRYPT = (2**10, 8, 1)
 PREFIX = "/api/v1"
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str | Callable[[], str],
+               interval: float = 0.01) -> T:
+    """Poll ``predicate`` until it returns something true, and return that.
+
+    After ``timeout`` seconds it fails (``AssertionError``) naming ``what`` was waited
+    for; ``what`` may be a callable, called then, to describe the state at that moment.
+    Give deadlines that hold on a loaded machine (tens of seconds for what takes
+    seconds): a generous deadline costs nothing when the condition comes true early.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            text = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {text}")
+        time.sleep(interval)
 
 
 def start_console(data_dir: Path, *, clock_scale: float = 200.0,
@@ -26,6 +55,9 @@ def start_console(data_dir: Path, *, clock_scale: float = 200.0,
                   database_url: str = "") -> Console:
     """Start a console on free ports with a fast simulated clock and a small panel
     (its database: SQLite in ``data_dir`` unless ``database_url`` names another)."""
+    from dios.config import ListenerConfig, load_config
+    from dios.serve import Console
+
     cfg = load_config(None, data_dir=data_dir)
     cfg.database_url = database_url
     cfg.http = ListenerConfig("127.0.0.1", 0)
