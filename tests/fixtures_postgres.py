@@ -80,15 +80,15 @@ class PostgresServer:
             os.chmod(self.dir, 0o700)
         init = _as_postgres([os.path.join(self.bindir, "initdb"), "-D", self.data, "-U",
                              "postgres", "--auth=trust", "-E", "UTF8", "--no-sync",
-                             "--locale=C"], timeout=120)
+                             "--locale=C"], timeout=600)
         if init.returncode != 0:
             pytest.fail(f"initdb failed: {init.stderr or init.stdout}")
         opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
                 f"-c unix_socket_directories={self.dir} -c max_connections=200 "
                 "-c fsync=off -c full_page_writes=off")
         start = _as_postgres([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-o", opts,
-                              "-l", os.path.join(self.dir, "log"), "-w", "-t", "60", "start"],
-                             timeout=90)
+                              "-l", os.path.join(self.dir, "log"), "-w", "-t", "300", "start"],
+                             timeout=330)
         if start.returncode != 0:
             log = ""
             with contextlib.suppress(OSError):
@@ -102,7 +102,7 @@ class PostgresServer:
         import psycopg
 
         name = "t_" + uuid.uuid4().hex[:12]
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # the server may still be starting on a busy machine
         while True:
             try:
                 with psycopg.connect(self.url, autocommit=True) as conn:
@@ -118,7 +118,7 @@ class PostgresServer:
         if not os.path.isdir(self.data):
             return
         _as_postgres([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "immediate",
-                      "-w", "stop"], timeout=60)
+                      "-w", "stop"], timeout=300)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

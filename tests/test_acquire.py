@@ -95,7 +95,7 @@ def test_second_run_reuses_calibration(acquired):
 def test_bad_view_is_a_clear_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "dios.cli", "acquire", "--view", "View_NOPE", "--data-dir",
-         str(tmp_path)], capture_output=True, text=True, timeout=120,
+         str(tmp_path)], capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 1
     assert "0x050001" in proc.stderr and "Traceback" not in proc.stderr

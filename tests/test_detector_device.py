@@ -35,6 +35,12 @@ from simulators.frames import Collimation, FrameTruth
 from simulators.room import Scene, XrayRoom, XrayShot
 
 S = DetectorState
+#: Wall seconds a stage is held open (a long integration window or readout) while a test
+#: looks at it: far longer than any deadline here, so that a busy machine cannot let the
+#: stage end before the test is done with it; the test ends it (Abort, a fault).
+HOLD_WALL_S = 600.0
+#: Deadline for what takes milliseconds when idle.
+DEADLINE_S = 60.0
 COMMANDS = ("Connect", "Disconnect", "SelectMode", "Prepare", "Acquire", "Abort", "ResetError",
             "CalibrateOffset", "CalibrateGain", "CalibrateDefect")
 #: What the specification allows in each state (the rest must be WRONG_STATE).
@@ -62,20 +68,20 @@ class Rig:
     seen: list[Event] = field(default_factory=list)
 
     def call(self, name: str, param: str = "", transaction: str = "") -> Reply:
-        return self.bus.call(DETECTOR, name, param, transaction=transaction, timeout=20)
+        return self.bus.call(DETECTOR, name, param, transaction=transaction, timeout=DEADLINE_S)
 
     def ok(self, name: str, param: str = "") -> Reply:
         r = self.call(name, param)
         assert r.code == SUCCESS.hex, f"{name}({param!r}): {r.code} {r.description}"
         return r
 
-    def wait_state(self, state: DetectorState, timeout: float = 10.0) -> None:
+    def wait_state(self, state: DetectorState, timeout: float = DEADLINE_S) -> None:
         end = time.monotonic() + timeout
         while self.det.state is not state:
             assert time.monotonic() < end, f"state {self.det.state} instead of {state}"
             time.sleep(0.002)
 
-    def wait_event(self, pred: Callable[[Event], bool], timeout: float = 10.0) -> Event:
+    def wait_event(self, pred: Callable[[Event], bool], timeout: float = DEADLINE_S) -> Event:
         for e in self.seen:
             if pred(e):
                 return e
@@ -98,9 +104,21 @@ class Rig:
     def shoot(self, kv: float = 70, mas: float = 2.0) -> None:
         self.room.emit(XrayShot(kv, mas * 10, 100, mas, 1, self.clock.now()))
 
-    def states(self) -> list[str]:
-        return [e.value.removeprefix("DETECTOR_STATUS_") for e in self.drain()
-                if e.kind == EventKind.STATE]
+    def states(self, timeout: float = DEADLINE_S) -> list[str]:
+        """The states announced so far, once the device's current state has been (a state
+        is set just before its STATE event is published, so the event may still come)."""
+        end = time.monotonic() + timeout
+        while True:
+            seen = [e.value.removeprefix("DETECTOR_STATUS_") for e in self.drain()
+                    if e.kind == EventKind.STATE]
+            current = self.det.state.value
+            if (seen[-1] if seen else S.Disconnected.value) == current:
+                return seen
+            assert time.monotonic() < end, f"no STATE event for {current}; saw {seen}"
+
+    def hold(self) -> float:
+        """Simulated seconds that last ``HOLD_WALL_S`` of wall time on this rig's clock."""
+        return HOLD_WALL_S * self.clock.scale
 
     def expose(self) -> Frame:
         self.ok("Prepare")
@@ -270,7 +288,7 @@ def test_abort_from_ready_acquiring_and_readout(rig: Rig) -> None:
     rig.shoot()
     assert rig.backend.shots_ignored == 1
     # hold Acquiring with a long integration window
-    rig.backend.integration_s = 200.0
+    rig.backend.integration_s = rig.hold()
     rig.ok("Prepare")
     rig.shoot()
     rig.wait_state(S.Acquiring)
@@ -280,7 +298,7 @@ def test_abort_from_ready_acquiring_and_readout(rig: Rig) -> None:
     assert rig.det.state is S.Standby
     rig.backend.integration_s = 0.05
     # hold Readout: the 35x43 panel reads out for 0.8 s; at a slow clock that is long
-    slow = make_rig(None, scale=0.5, modes=("CSI_3543",))
+    slow = make_rig(None, scale=0.8 / HOLD_WALL_S, modes=("CSI_3543",))
     try:
         slow.backend.integration_s = 0.0
         slow.ok("Prepare")
@@ -373,7 +391,7 @@ def test_calibration_bad_frame_counts(rig: Rig, param: str, code) -> None:
 
 
 def test_calibrating_refuses_commands_and_abort_keeps_old_maps(rig: Rig) -> None:
-    rig.backend.integration_s = 100.0  # each calibration frame takes 0.5 s of wall time
+    rig.backend.integration_s = rig.hold()  # the first calibration frame lasts until the Abort
     rig.ok("CalibrateOffset", "4")
     rig.wait_state(S.Calibrating)
     assert rig.bus.global_status()["fpd_ready"] is False
@@ -395,7 +413,7 @@ def fault_event(rig: Rig, code) -> Event:
 
 
 def test_detector_disconnect_mid_acquisition_and_reconnect(rig: Rig) -> None:
-    rig.backend.integration_s = 20.0
+    rig.backend.integration_s = rig.hold()
     rig.ok("Prepare")
     rig.shoot()
     rig.wait_state(S.Acquiring)
@@ -466,7 +484,7 @@ def test_comm_timeout_during_acquisition_and_calibration(rig: Rig) -> None:
     rig.ok("ResetError")
     assert rig.det.state is S.Standby
     rig.seen.clear()
-    rig.backend.integration_s = 40.0
+    rig.backend.integration_s = rig.hold()
     rig.ok("CalibrateOffset", "4")
     rig.wait_state(S.Calibrating)
     rig.faults.inject("comm_timeout", count=1)
@@ -549,21 +567,21 @@ def test_abort_while_maps_are_built_keeps_the_old_maps(rig: Rig, monkeypatch: py
 
     def slow_build(frames):  # the Abort arrives while the map is being computed
         building.set()
-        release.wait(10)
+        release.wait(DEADLINE_S)
         return real(frames)
 
     monkeypatch.setattr(calibration, "build_offset", slow_build)
     rig.ok("CalibrateOffset", "2")
-    assert building.wait(10)
+    assert building.wait(DEADLINE_S)
     replies: list[Reply] = []
     t = threading.Thread(target=lambda: replies.append(rig.call("Abort")))
     t.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE_S
     while not rig.det._cancel.is_set():
-        assert time.monotonic() < deadline
+        assert time.monotonic() < deadline, "the Abort never cancelled the calibration"
         time.sleep(0.001)
     release.set()
-    t.join(10)
+    t.join(DEADLINE_S)
     assert replies and replies[0].code == SUCCESS.hex
     assert rig.det.state is S.Standby
     assert rig.det._maps["FLUORO_1024"]["offset"] is old

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,7 +20,15 @@ import pytest
 from PIL import Image
 
 from dios.uids import is_valid_uid
-from tests.console_helpers import Api, images_of, login, setup_users, start_console, study_request
+from tests.console_helpers import (
+    Api,
+    images_of,
+    login,
+    setup_users,
+    start_console,
+    study_request,
+    wait_until,
+)
 
 SEED_STUDY_KEYS = [
     "@type", "study_instance_uid", "study_id", "public_study_id", "specific_character_set",
@@ -90,14 +97,26 @@ def device(api: Api, uri: str, name: str, param: str = "", tx: str = "e2e") -> d
         "reqClientID": "e2e-console"})
 
 
-def wait_global(api: Api, key: str, value: object, timeout: float = 30) -> dict:
-    deadline = time.time() + timeout
-    while True:
-        st = api.ok("GET", "/task/status")
-        if st[key] == value:
-            return st
-        assert time.time() < deadline, st
-        time.sleep(0.01)
+def wait_global(api: Api, key: str, value: object, timeout: float = 120) -> dict:
+    last: list[dict] = [{}]
+
+    def reached() -> dict | None:
+        last[0] = api.ok("GET", "/task/status")
+        return last[0] if last[0][key] == value else None
+
+    return wait_until(reached, timeout, lambda: f"task status {key} = {value!r}; last {last[0]}")
+
+
+def wait_image_saved(api: Api, study_id: str, sop: str, timeout: float = 180) -> dict:
+    """The image ``sop`` of the study once its storage status is Saved."""
+    last: list[dict] = [{}]
+
+    def saved() -> dict | None:
+        last[0] = next(i for i in images_of(api.ok("GET", f"/study/{study_id}"))
+                       if i["sop_instance_id"] == sop)
+        return last[0] if last[0]["storage_status"] == "Saved" else None
+
+    return wait_until(saved, timeout, lambda: f"image {sop} Saved; last {last[0]}")
 
 
 def test_console_session_end_to_end(console):
@@ -165,14 +184,7 @@ def test_console_session_end_to_end(console):
         assert device(tech, gen, "Prepare", tx=f"exp-{n}") == EMPTY
         wait_global(tech, "all_ready", True)
         assert device(tech, gen, "Expose", tx=f"exp-{n}") == EMPTY
-        deadline = time.time() + 60
-        while True:
-            im = next(i for i in images_of(tech.ok("GET", f"/study/{study['study_id']}"))
-                      if i["sop_instance_id"] == sop)
-            if im["storage_status"] == "Saved":
-                break
-            assert time.time() < deadline, im
-            time.sleep(0.02)
+        im = wait_image_saved(tech, study["study_id"], sop)
         assert im["expose_status"] == "Exposed"
         assert im["image_file_path"].endswith(f"{sop}.dcm")
         acq = im["acquisition_context"]
@@ -242,20 +254,19 @@ clock_scale = 200.0
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         base = f"http://127.0.0.1:{http_port}/api/v1"
-        deadline = time.time() + 120
-        while True:
+        def answers() -> httpx.Response | None:
             assert proc.poll() is None, proc.stdout.read().decode()
             try:
-                r = httpx.get(f"{base}/resource/software-info", timeout=2)
-                break
+                return httpx.get(f"{base}/resource/software-info", timeout=10)
             except httpx.HTTPError:
-                assert time.time() < deadline
-                time.sleep(0.2)
+                return None
+
+        r = wait_until(answers, 300, "dios serve to answer HTTP", interval=0.2)
         assert r.json()["code"] == "0x000000"
         initial = (tmp_path / "data" / "initial-admin-password").read_text().strip()
         r = httpx.post(f"{base}/auth/login", json={"username": "admin", "password": initial})
         assert r.json()["data"]["name"] == "admin"
-        with socket.create_connection(("127.0.0.1", rpc_port), timeout=5) as s:
+        with socket.create_connection(("127.0.0.1", rpc_port), timeout=60) as s:
             import msgpack
 
             s.sendall(msgpack.packb([0, 1, "rpc.methods", []]))
@@ -267,7 +278,7 @@ clock_scale = 200.0
                     break
             assert msgs[0][:3] == [1, 1, None]
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        assert proc.wait(120) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

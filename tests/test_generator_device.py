@@ -7,6 +7,7 @@ a pty pair and a TCP socket against the wire simulator.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import threading
@@ -44,6 +45,12 @@ from simulators.room import XrayRoom, XrayShot
 
 S = GeneratorState
 TABLES = GeneratorTables.for_limits(GeneratorLimits())
+#: Deadline for what takes milliseconds when idle (a busy machine may take seconds).
+DEADLINE_S = 60.0
+#: Wall seconds a prepare is held in the scenarios that look at the device while it
+#: prepares: far longer than a busy machine needs between the Prepare reply and the
+#: look, and shorter than the serial driver's prepare timeout (5 s) in the wire tests.
+PREP_HOLD_S = 3.0
 
 
 class GenEnv:
@@ -107,20 +114,40 @@ class GenEnv:
         assert self.gen.technique == technique
         return reply
 
-    def wait_state(self, state: GeneratorState, timeout: float = 5.0) -> None:
+    def wait_state(self, state: GeneratorState, timeout: float = DEADLINE_S) -> None:
         deadline = time.monotonic() + timeout
         while self.gen.state is not state:
             assert time.monotonic() < deadline, f"state {self.gen.state} never became {state}"
             time.sleep(0.001)
 
     def events(self, timeout: float = 0.05) -> list[Event]:
-        """Every event received so far (waits ``timeout`` for late ones)."""
-        while (ev := self.sub.get(timeout)) is not None:
-            self.seen.append(ev)
-        return self.seen
+        """Every event received so far (waits ``timeout`` for late ones), once the STATE
+        event of the device's current state is among them (a state is set just before
+        its event is published, so that event may still be on its way)."""
+        end = time.monotonic() + DEADLINE_S
+        while True:
+            while (ev := self.sub.get(timeout)) is not None:
+                self.seen.append(ev)
+            states = [e.value for e in self.seen if e.kind == EventKind.STATE]
+            current = self.gen.status_string
+            if (states[-1] if states else "GENERATOR_STATUS_INIT") == current:
+                return self.seen
+            assert time.monotonic() < end, f"no STATE event for {current}; saw {states}"
+
+    @contextlib.contextmanager
+    def slow_prepare(self, wall_s: float = PREP_HOLD_S) -> Iterator[None]:
+        """Make the simulated generator's prepare (rotor boost) last ``wall_s`` seconds of
+        wall time at any clock scale, for a test that looks at the device while it
+        prepares. Keep the block open until that prepare has started (or ended)."""
+        sim_s = wall_s * self.clock.scale
+        self.model.prep_time = lambda: sim_s  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            del self.model.prep_time
 
     def wait_event(self, kind: str, name: str | None = None, tx: str | None = None,
-                   timeout: float = 5.0) -> Event:
+                   timeout: float = DEADLINE_S) -> Event:
         deadline = time.monotonic() + timeout
         while True:
             for ev in self.seen:
@@ -154,10 +181,11 @@ def scenario_exposure_cycle(env: GenEnv) -> None:
     env.ok("SetParam_KV", "81")
     env.ok("SetParam_MA", "200")
     env.ok("SetParam_MS", "50")
-    prep = env.ok("Prepare", tx="P1")
-    assert prep.result == "GENERATOR_STATUS_PREPARE"
-    assert env.gen.state is S.Preparation and not env.gen.ready
-    env.wait_state(S.Ready)
+    with env.slow_prepare(1.0):
+        prep = env.ok("Prepare", tx="P1")
+        assert prep.result == "GENERATOR_STATUS_PREPARE"
+        assert env.gen.state is S.Preparation and not env.gen.ready
+        env.wait_state(S.Ready)
     assert env.gen.ready
     env.ok("Expose", tx="X1")
     ev = env.wait_event(EventKind.EXPOSURE, tx="X1")
@@ -253,13 +281,15 @@ def scenario_timeout_fault_and_recovery(env: GenEnv) -> None:
 
 
 def scenario_abort_during_preparation_and_exposure(env: GenEnv) -> None:
-    # scale 5: prep 160 ms, a 10 s exposure 2 s of wall time; both aborted right away
+    # a prepare held for seconds and a 10 s exposure (10 s of wall time at scale 1, 2 s at
+    # scale 5): both aborted right away
     env.ok("SetParam_KV", "60")
     env.ok("SetParam_MA", "100")
     env.ok("SetParam_MS", "10000")
-    env.ok("Prepare")
-    assert env.gen.state is S.Preparation
-    env.ok("Abort", tx="AB1")
+    with env.slow_prepare():
+        env.ok("Prepare")
+        assert env.gen.state is S.Preparation
+        env.ok("Abort", tx="AB1")
     assert env.gen.state is S.Standby
     assert not env.model.prepared
     env.ok("Prepare")
@@ -335,7 +365,7 @@ def test_exposure_cycle(env: GenEnv) -> None:
 
 
 def test_abort_from_preparation_ready_and_exposure() -> None:
-    e = GenEnv("sim", scale=5).connect()
+    e = GenEnv("sim", scale=1).connect()
     try:
         scenario_abort_during_preparation_and_exposure(e)
     finally:
@@ -357,14 +387,17 @@ def test_wrong_state_commands_change_nothing(env: GenEnv) -> None:
 
 
 def test_set_refused_while_preparing() -> None:
-    e = GenEnv("sim", scale=2).connect()
+    e = GenEnv("sim").connect()
     try:
-        e.ok("Prepare")
-        assert e.gen.state is S.Preparation
-        for name, param in (("SetParam_KV", "80"), ("IncParam_MA", ""), ("SetParam_Focus", "0"),
-                            ("SetParam_Technique", "2"), ("Expose", "")):
-            e.fails(name, param, WRONG_STATE)
-        e.ok("Abort")
+        with e.slow_prepare(600.0):  # ended by the Abort
+            e.ok("Prepare")
+            assert e.gen.state is S.Preparation
+            for name, param in (("SetParam_KV", "80"), ("IncParam_MA", ""),
+                                ("SetParam_Focus", "0"), ("SetParam_Technique", "2"),
+                                ("Expose", "")):
+                e.fails(name, param, WRONG_STATE)
+            e.ok("Abort")
+        assert e.gen.state is S.Standby
     finally:
         e.close()
 
@@ -563,8 +596,11 @@ def test_dropped_reply_is_a_timeout_and_recovers(env: GenEnv) -> None:
 
 # --- heat ----------------------------------------------------------------------------------------------
 def test_heat_accumulates_refuses_and_cools() -> None:
-    # 20 kHU anode, 200 HU/s at full heat: tau = 100 s (0.5 s of wall time at scale 200)
-    e = GenEnv("sim", limits=GeneratorLimits(heat_capacity_hu=20_000, cooling_hu_per_s=200)).connect()
+    # 20 kHU anode, 200 HU/s at full heat: tau = 100 s (5 s of wall time at scale 20). The
+    # second prepare must come while the anode is still above 32.5 % (about 3.5 s of wall
+    # time after the first shot here), which a busy machine easily allows.
+    e = GenEnv("sim", scale=20,
+               limits=GeneratorLimits(heat_capacity_hu=20_000, cooling_hu_per_s=200)).connect()
     try:
         e.ok("SetParam_KV", "100")
         e.ok("SetParam_MA", "500")
@@ -585,10 +621,7 @@ def test_heat_accumulates_refuses_and_cools() -> None:
         e.ok("SetParam_MS", "10")
         e.expose_cycle("small")
         e.ok("SetParam_MS", "200")
-        deadline = time.monotonic() + 5
-        while e.model.heat_percent() > 30:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _wait_until(lambda: e.model.heat_percent() <= 30, 120)  # a few seconds
         e.expose_cycle("cooled")
         assert len(e.shots) == 3
     finally:
@@ -657,7 +690,7 @@ def test_status_strings_are_the_seeds() -> None:
 
 
 # --- aborts the device did not ask for, and aborts the generator refuses ---------------------------
-def _wait_until(cond, timeout: float = 5.0) -> None:
+def _wait_until(cond, timeout: float = DEADLINE_S) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, "condition never met"
@@ -670,9 +703,10 @@ def scenario_generator_aborts_on_its_own(env: GenEnv) -> None:
     env.ok("SetParam_KV", "60")
     env.ok("SetParam_MA", "100")
     env.ok("SetParam_MS", "10000")
-    env.ok("Prepare", tx="P1")
-    _wait_until(lambda: env.model.preparing)
-    env.model.abort()
+    with env.slow_prepare():
+        env.ok("Prepare", tx="P1")
+        _wait_until(lambda: env.model.preparing)
+        env.model.abort()
     env.wait_state(S.Standby)
     fault = env.wait_event(EventKind.FAULT, tx="P1")
     assert fault.data["code"] == ABORTED.hex and fault.data["latched"] is False
@@ -690,7 +724,7 @@ def scenario_generator_aborts_on_its_own(env: GenEnv) -> None:
 
 
 def test_generator_aborting_on_its_own_is_a_refusal() -> None:
-    e = GenEnv(scale=5).connect()
+    e = GenEnv(scale=1).connect()  # the 10 s exposure lasts 10 s of wall time (aborted)
     try:
         scenario_generator_aborts_on_its_own(e)
     finally:
@@ -704,10 +738,11 @@ def test_refused_abort_leaves_the_state_and_the_job_alone(monkeypatch: pytest.Mo
             raise DiosError(BUSY, "abort not possible now")
 
         monkeypatch.setattr(e.sim, "abort", refuse)
-        e.ok("Prepare")
-        assert e.call("Abort").code == BUSY.hex
-        assert e.gen.state is S.Preparation
-        e.wait_state(S.Ready)  # the prepare went on
+        with e.slow_prepare():
+            e.ok("Prepare")
+            assert e.call("Abort").code == BUSY.hex
+            assert e.gen.state is S.Preparation
+            e.wait_state(S.Ready)  # the prepare went on
         assert e.call("Abort").code == BUSY.hex
         assert e.gen.state is S.Ready and e.model.prepared
         monkeypatch.undo()
