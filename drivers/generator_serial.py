@@ -41,7 +41,6 @@ import math
 import queue
 import threading
 import time
-import warnings
 from collections import deque
 from typing import Any
 
@@ -163,9 +162,6 @@ class SerialGeneratorBackend:
     exposure_margin : float
         Seconds added, with ``timeout``, to the exposure time when waiting for ``XD``
         (default 2.0; may be 0).
-    clock : object, optional
-        Deprecated and ignored: the driver runs on the wall clock whatever clock is given.
-        Accepted (with a ``DeprecationWarning``) only until its last caller stops passing it.
 
     The URL-to-backend registry (``dios.backends.serial``) maps its query keys to these
     keywords: ``baud`` -> ``baudrate``, ``timeout``, ``retries``.
@@ -177,11 +173,7 @@ class SerialGeneratorBackend:
                  retries: int = 2, bytesize: int = 8, parity: str = "N", stopbits: float = 1,
                  rtscts: bool = False, xonxoff: bool = False,
                  write_timeout: float = WRITE_TIMEOUT_S, poll_interval: float | None = None,
-                 prep_timeout: float = 5.0, exposure_margin: float = 2.0,
-                 clock: object = None) -> None:
-        if clock is not None:
-            warnings.warn("SerialGeneratorBackend(clock=...) is deprecated and ignored: the "
-                          "driver's waits run on the wall clock", DeprecationWarning, stacklevel=2)
+                 prep_timeout: float = 5.0, exposure_margin: float = 2.0) -> None:
         if not isinstance(url, str) or not url.strip():
             raise ValueError(f"url must be a pyserial URL or device path, not {url!r}")
         self.url = url

@@ -347,10 +347,9 @@ def test_url_must_be_given() -> None:
         SerialGeneratorBackend("")
 
 
-def test_clock_keyword_is_deprecated_and_ignored() -> None:
-    with pytest.warns(DeprecationWarning, match="deprecated and ignored"):
-        drv = SerialGeneratorBackend("loop://", clock=SimClock(1000), timeout=0.3)
-    assert drv.timeout == 0.3 and not hasattr(drv, "clock")
+def test_the_driver_takes_no_simulation_clock() -> None:
+    with pytest.raises(TypeError):
+        SerialGeneratorBackend("loop://", clock=SimClock(1000), timeout=0.3)  # type: ignore[call-arg]
 
 
 # --- protocol codec ------------------------------------------------------------------------------------
