@@ -45,6 +45,8 @@ EXTRAS = {
         "ruff>=0.5",
         "import-linter>=2.17,<3",
         "hypothesis>=6.100,<7",
+        "schemathesis>=4,<5",
+        "openapi-spec-validator>=0.7,<1",
     ],
     "postgres": ["psycopg[binary]>=3.1,<4"],
 }

@@ -139,6 +139,9 @@ PASSWORD_CHANGE_REQUIRED = _code(0x020008, "PASSWORD_CHANGE_REQUIRED",
                                  "必须先修改默认密码", "请修改密码后重新登录")
 USER_EXISTS = _code(0x020009, "USER_EXISTS", "User already exists", "Choose another user name",
                     "用户已存在", "请使用其他用户名")
+TOO_MANY_ATTEMPTS = _code(0x02000A, "TOO_MANY_ATTEMPTS", "Too many failed logins",
+                          "Wait the number of seconds in the description, then try again",
+                          "登录失败次数过多", "请等待描述中的秒数后再试")
 
 # --- request validation in the services ----------------------------------------------------
 MALFORMED_REQUEST = _code(0x030001, "MALFORMED_REQUEST", "Malformed request body",
@@ -158,6 +161,9 @@ UNSUPPORTED_MEDIA = _code(0x030006, "UNSUPPORTED_MEDIA", "Unsupported file or me
 METHOD_NOT_FOUND = _code(0x030007, "METHOD_NOT_FOUND", "No such method or path",
                          "Check the API document (OpenAPI) for the method list",
                          "接口不存在", "请查阅接口文档")
+LIMIT_REACHED = _code(0x030008, "LIMIT_REACHED", "Too many connections, subscriptions or requests",
+                      "Close unused connections or subscriptions, or retry later",
+                      "连接、订阅或请求过多", "请关闭不用的连接或订阅,或稍后再试")
 
 # --- studies, series, images ----------------------------------------------------------------
 STUDY_NOT_FOUND = _code(0x040001, "STUDY_NOT_FOUND", "Study not found", "Check the study id",
