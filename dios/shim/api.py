@@ -94,7 +94,8 @@ Device replies
 --------------
 ``POST /task/device/command`` answers as the seed does (``data`` =
 ``google.protobuf.Empty``) unless the query flag ``?reply=true`` (or ``1``) asks for the
-device's reply: then ``data`` is a ``dr.task.DeviceReply`` (:data:`DEVICE_REPLY_SCHEMA`):
+device's reply: then ``data`` is a ``dr.task.DeviceReply`` (``DEVICE_REPLY_SCHEMA`` in
+:mod:`dios.shim.schemas`):
 ``deviceUri``, ``reqName``, ``reqTransaction``, ``reqClientID`` (echoed), ``code``,
 ``description``, ``solution`` (the code's texts in the caller's language), ``result`` (the
 value the device accepted: ``SetParam_MA 130`` -> ``"125"``; the list of
@@ -111,6 +112,13 @@ Every device reply, whoever sent the command, is also published as a ``reply`` e
 (``DIOS/DEVICE/<Name>``, name = reqName, value = code, data = the same fields, the
 request's transaction and client id; see :mod:`dios.shim.ws`).
 
+Reply schemas
+-------------
+Every reply message has a schema in :mod:`dios.shim.schemas` (fields, types, the seed's
+enumerations): by its ``@type`` name, or for the replies the seed sends untyped (``-``
+above) by the name ``UNTYPED_REPLIES`` gives it (:func:`reply_schema_name`). The OpenAPI
+document and the RPC method catalogue (:mod:`dios.shim.contract`) are made from them.
+
 Handlers only move arguments between the wire and one service call.
 """
 
@@ -121,8 +129,22 @@ from typing import TYPE_CHECKING, Any
 
 from dios.codes import BAD_FILE_NAME, MISSING_FIELD, NOT_FOUND, DiosError, ResultCode
 from dios.shim.dispatch import REPLY_FLAG, Context, Operation, Param
-from dios.shim.envelope import EMPTY, Blob, ReplyFailure, type_url
+from dios.shim.envelope import EMPTY, Blob, ReplyFailure
 from dios.shim.events import plain
+from dios.shim.schemas import (
+    DEVICE_REPLY_EXAMPLE,
+    DEVICE_REPLY_REFUSED_EXAMPLE,
+    DEVICE_REPLY_SCHEMA,
+    FILE,
+    MESSAGE_SCHEMAS,
+    UNTYPED_REPLIES,
+)
+
+__all__ = [
+    "CATALOG_KINDS", "DEVICE_REPLY_EXAMPLE", "DEVICE_REPLY_REFUSED_EXAMPLE",
+    "DEVICE_REPLY_SCHEMA", "MESSAGE_SCHEMAS", "REQUEST_FIELDS", "Services", "device_reply",
+    "operations", "refused_reply", "reply_schema_name",
+]
 
 STUDY = "dr.study.Study"
 STUDY_REPLY = "dr.study.StudyReply"
@@ -132,67 +154,6 @@ DEVICE_REPLY = "dr.task.DeviceReply"
 
 #: The fields of a device command, as the seed names them.
 REQUEST_FIELDS = ("deviceUri", "reqName", "reqParam", "reqTransaction", "reqClientID")
-
-#: ``SetParam_MA 130`` on the simulated generator (70 kV, 200 mA before): mA moves on the
-#: R'10 table, so the generator accepts 125 mA (and mAs follows).
-DEVICE_REPLY_EXAMPLE: dict[str, Any] = {
-    "@type": type_url(DEVICE_REPLY),
-    "deviceUri": "DIOS/DEVICE/Generator", "reqName": "SetParam_MA",
-    "reqTransaction": "tx-0042", "reqClientID": "console-1",
-    "code": "0x000000", "description": "Success", "solution": "", "result": "125",
-    "data": {"requested": "130", "changed": ["MA", "MAS"],
-             "technique": {"kV": 70.0, "mA": 125.0, "ms": 100.0, "mAs": 12.5,
-                           "ExposureMode": 0, "Focus": 1, "AECField": "010",
-                           "AECDensity": 0}},
-}
-
-#: ``SetParam_KV 200``: refused, the value stays as it was.
-DEVICE_REPLY_REFUSED_EXAMPLE: dict[str, Any] = {
-    "@type": type_url(DEVICE_REPLY),
-    "deviceUri": "DIOS/DEVICE/Generator", "reqName": "SetParam_KV",
-    "reqTransaction": "tx-0043", "reqClientID": "console-1",
-    "code": "0x010005", "description": "Parameter out of range: KV 200 outside 40..150",
-    "solution": "Choose a value within the device's limits", "result": "",
-    "data": {"min": 40.0, "max": 150.0},
-}
-
-#: The ``dr.task.DeviceReply`` message (OpenAPI schema; also ``rpc.methods`` with
-#: ``describe``).
-DEVICE_REPLY_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "A device's reply to one command: the request's ids echoed, the result "
-                   "code with its texts, the value the device accepted and its detail.",
-    "required": ["@type", "deviceUri", "reqName", "reqTransaction", "reqClientID", "code",
-                 "description", "solution", "result", "data"],
-    "properties": {
-        "@type": {"type": "string", "enum": [type_url(DEVICE_REPLY)]},
-        "deviceUri": {"type": "string", "example": "DIOS/DEVICE/Generator"},
-        "reqName": {"type": "string", "example": "SetParam_MA"},
-        "reqTransaction": {"type": "string", "description": "echoed from the request"},
-        "reqClientID": {"type": "string", "description": "echoed from the request"},
-        "code": {"type": "string", "pattern": "^0x[0-9A-F]{6}$", "example": "0x000000",
-                 "description": "result code (x-result-codes); the envelope carries the same"},
-        "description": {"type": "string",
-                        "description": "the code's text in the caller's language, then the "
-                                       "device's detail"},
-        "solution": {"type": "string"},
-        "result": {"type": "string",
-                   "description": "the value the device accepted (a set: snapped to the "
-                                  "table, lowered for power/focus), a get's value, the "
-                                  "command list of GetCommands, the limits line of "
-                                  "GetLimits, a status string; empty on a refusal"},
-        "data": {"type": "object", "additionalProperties": True,
-                 "description": "detail: after a set {requested, changed, technique}; "
-                                "GetLimits {limits, tables}; GetCommands {commands: "
-                                "{name: parameter}}; GetStatus the device's status; on a "
-                                "refusal the code's detail, e.g. OUT_OF_RANGE {min, max}"},
-    },
-    "example": DEVICE_REPLY_EXAMPLE,
-}
-
-#: Reply messages documented in full, by type name.
-MESSAGE_SCHEMAS: dict[str, dict[str, Any]] = {DEVICE_REPLY: DEVICE_REPLY_SCHEMA}
-
 
 if TYPE_CHECKING:
     from dios.auth.service import AuthService
@@ -701,6 +662,19 @@ def refused_reply(ctx: Context, req: dict[str, Any], err: DiosError) -> dict[str
             "reqClientID": str(req.get("reqClientID", "")),
             "code": err.code.hex, "description": f"{desc}: {detail}" if detail else desc,
             "solution": sol, "result": "", "data": plain(err.data, ctx.transport == "rpc")}
+
+
+def reply_schema_name(op: Operation, transport: str = "http", full: bool = False) -> str | None:
+    """The schema name (a key of ``MESSAGE_SCHEMAS``) of ``op``'s reply ``data``.
+
+    ``transport``: ``http`` (``full``: the caller sent the query flag of a full reply) or
+    ``rpc`` (always the full reply; a file is a ``dios.File``). None for a file over
+    HTTP (the body is the file itself).
+    """
+    if op.binary_reply:
+        return FILE if transport == "rpc" else None
+    name = op.full_reply if op.full_reply and (full or transport == "rpc") else op.reply
+    return name or UNTYPED_REPLIES[op.name]
 
 
 def operations() -> list[Operation]:

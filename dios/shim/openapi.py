@@ -1,4 +1,14 @@
-"""The OpenAPI 3 document, generated from the operation table (never written by hand)."""
+"""The OpenAPI 3 document, generated from the operation table (never written by hand).
+
+Every operation's 200 response is the success envelope whose ``data`` is a ``$ref`` to the
+schema of its reply message (:mod:`dios.shim.schemas`; a file download is the file
+itself), every other response the error envelope (``dios.ErrorEnvelope``). Request
+bodies, path and query parameters have the schemas of the declared parameters. The
+components hold every message, the RPC ones included (``dios.File``, ``dios.Event``,
+``dios.rpc.*``); ``x-rpc-method`` and ``x-rpc-result`` name an operation's
+MessagePack-RPC method and result, ``x-protocol-version`` the RPC protocol
+(:mod:`dios.shim.contract`).
+"""
 
 from __future__ import annotations
 
@@ -10,20 +20,18 @@ from dios.shim.api import (
     DEVICE_REPLY_EXAMPLE,
     DEVICE_REPLY_REFUSED_EXAMPLE,
     MESSAGE_SCHEMAS,
+    reply_schema_name,
 )
+from dios.shim.contract import PROTOCOL_VERSION
 from dios.shim.dispatch import REPLY_FLAG, Operation, Param
 from dios.shim.envelope import EMPTY, type_url
-from dios.shim.events import EVENT_SCHEMA
-
-_SCHEMA = {
-    "string": {"type": "string"}, "integer": {"type": "integer", "format": "int32"},
-    "number": {"type": "number"}, "boolean": {"type": "boolean"},
-    "boolish": {"type": "boolean", "description": "true/false, or the strings \"true\"/\"false\""},
-    "object": {"type": "object"}, "array": {"type": "array", "items": {}},
-    "string[]": {"type": "array", "items": {"type": "string"}},
-    "object[]": {"type": "array", "items": {"type": "object"}},
-    "binary": {"type": "string", "format": "binary"}, "any": {},
-}
+from dios.shim.schemas import (
+    BINARY_MEDIA_TYPES,
+    ERROR_ENVELOPE,
+    EVENT,
+    param_schema,
+    ref,
+)
 
 HEADERS = [
     {"name": "Language", "in": "header", "schema": {"type": "string", "enum": ["en", "zh"]},
@@ -37,12 +45,7 @@ HEADERS = [
 
 
 def _schema(p: Param) -> dict[str, Any]:
-    s = dict(_SCHEMA[p.type])
-    if p.description:
-        s["description"] = p.description
-    if p.example is not None:
-        s["example"] = p.example
-    return s
+    return param_schema(p, "http")
 
 
 def _required(params: list[Param]) -> dict[str, Any]:
@@ -52,32 +55,28 @@ def _required(params: list[Param]) -> dict[str, Any]:
     return {"required": names} if names else {}
 
 
-def _envelope(type_name: str | None) -> dict[str, Any]:
-    data: dict[str, Any] = {"type": "object"}
-    if type_name:
-        data["properties"] = {"@type": {"type": "string",
-                                        "example": f"type.googleapis.com/{type_name}"}}
-    return {"type": "object", "required": ["code", "description", "solution", "data"],
-            "properties": {"code": {"type": "string", "example": "0x000000"},
-                           "description": {"type": "string"}, "solution": {"type": "string"},
-                           "data": data}}
-
-
-def _ref(type_name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{type_name}"}
-
-
-def _with_data(data: dict[str, Any]) -> dict[str, Any]:
-    env = _envelope(None)
-    env["properties"]["data"] = data
+def _error_envelope() -> dict[str, Any]:
+    """The error envelope's schema, inline (to put another ``data`` in it)."""
+    env = dict(MESSAGE_SCHEMAS[ERROR_ENVELOPE])
+    env.pop("example", None)
     return env
 
 
-_EMPTY_DATA = {"type": "object", "description": "as the seed",
-               "properties": {"@type": {"type": "string", "enum": [type_url(EMPTY)]},
-                              "value": {"type": "object"}}}
-_DETAIL_DATA = {"type": "object", "additionalProperties": True,
-                "description": "the error's simple detail fields"}
+def _with_data(data: dict[str, Any]) -> dict[str, Any]:
+    """The success envelope around ``data``'s schema."""
+    desc, _ = SUCCESS.text("en")
+    return {"type": "object", "required": ["code", "description", "solution", "data"],
+            "properties": {"code": {"type": "string", "enum": [SUCCESS.hex],
+                                    "description": "the result code: success"},
+                           "description": {"type": "string", "example": desc},
+                           "solution": {"type": "string"}, "data": data}}
+
+
+def _error_response(description: str = "error envelope (see x-result-codes); nothing "
+                                       "was changed") -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": ref(ERROR_ENVELOPE)}}}
+
 
 #: A reply event as it arrives on the WebSocket (RPC: the same map in ``[2, "event", [...]]``).
 REPLY_EVENT_EXAMPLE: dict[str, Any] = {
@@ -95,7 +94,7 @@ def _full_reply_responses(op: Operation) -> dict[str, Any]:
     """200 and error responses of an operation with two reply shapes."""
     assert op.full_reply is not None
     desc, sol = SUCCESS.text("en")
-    ok_schema = _with_data({"oneOf": [_EMPTY_DATA, _ref(op.full_reply)]})
+    ok_schema = _with_data({"oneOf": [ref(op.reply or EMPTY), ref(op.full_reply)]})
     ok_examples = {
         "seed": {"summary": "without the flag: as the seed",
                  "value": {"code": SUCCESS.hex, "description": desc, "solution": sol,
@@ -124,7 +123,9 @@ def _full_reply_responses(op: Operation) -> dict[str, Any]:
                          f"{REPLY_FLAG}, {op.full_reply} with {REPLY_FLAG}=true (or 1)",
           "content": {"application/json": {"schema": ok_schema, "examples": ok_examples}}}
     err_content: dict[str, Any] = {
-        "schema": _with_data({"oneOf": [_DETAIL_DATA, _ref(op.full_reply)]})}
+        "schema": {**_error_envelope(), "properties": {
+            **_error_envelope()["properties"],
+            "data": {"anyOf": [ref("dios.ErrorDetail"), ref(op.full_reply)]}}}}
     if err_examples:
         err_content["examples"] = err_examples
     err = {"description": f"error envelope (see x-result-codes); a refusal of the device "
@@ -172,19 +173,18 @@ def openapi_document(operations: list[Operation], prefix: str, title: str,
         if op.permission is not None:
             item["security"] = [{"bearer": []}]
         if op.binary_reply:
-            ok = {"description": "the file", "content": {"application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"}}}}
+            ok = {"description": "the file", "content": {
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in BINARY_MEDIA_TYPES.get(op.name, ("application/octet-stream",))}}
         else:
-            ok = {"description": f"success: data is {op.reply or 'untyped'}",
-                  "content": {"application/json": {"schema": _envelope(op.reply)}}}
-        item["responses"] = {
-            "200": ok,
-            "default": {"description": "error envelope (see x-result-codes)",
-                        "content": {"application/json": {"schema": _envelope(None)}}},
-        }
+            name = reply_schema_name(op, "http")
+            assert name is not None
+            ok = {"description": f"success: data is {name}",
+                  "content": {"application/json": {"schema": _with_data(ref(name))}}}
+        item["responses"] = {"200": ok, "default": _error_response()}
         if op.full_reply is not None:
             item["responses"] = _full_reply_responses(op)
-            item["x-rpc-result"] = _ref(op.full_reply)
+        item["x-rpc-result"] = ref(str(reply_schema_name(op, "rpc")))
         paths.setdefault(prefix + path, {})[op.method.lower()] = item
     paths[prefix + "/events"] = {"get": {
         "operationId": "events", "tags": ["events"],
@@ -205,16 +205,20 @@ def openapi_document(operations: list[Operation], prefix: str, title: str,
                         "schema": {"type": "string"}}],
         "responses": {"101": {"description": "switching protocols; then event messages",
                               "content": {"application/json": {
-                                  "schema": _ref("dios.Event"),
+                                  "schema": ref(EVENT),
                                   "examples": {"reply": {
                                       "summary": "the reply event of SetParam_MA 130",
                                       "value": REPLY_EVENT_EXAMPLE}}}}}},
-        "x-event-schema": _ref("dios.Event")}}
+        "x-event-schema": ref(EVENT)}}
     schemas: dict[str, Any] = {name: schema for name, schema in MESSAGE_SCHEMAS.items()}
-    schemas["dios.Event"] = {**EVENT_SCHEMA, "example": REPLY_EVENT_EXAMPLE}
+    schemas[EVENT] = {**schemas[EVENT], "example": REPLY_EVENT_EXAMPLE}
     return {
         "openapi": "3.0.3",
-        "info": {"title": title, "version": version},
+        "info": {"title": title, "version": version,
+                 "description": "The console API over HTTP JSON. The same operations are "
+                                "MessagePack-RPC methods (x-rpc-method); rpc.describe "
+                                "returns their catalogue, rpc.hello the handshake.",
+                 "x-protocol-version": PROTOCOL_VERSION},
         "paths": paths,
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                       "bearerFormat": "JWT"}},
