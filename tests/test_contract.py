@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -530,6 +531,14 @@ def test_catalogue_covers_every_method_with_schemas():
     jsonschema.Draft202012Validator(
         {"$ref": "#/schemas/dios.rpc.Catalogue", **registry}).validate(cat)
     assert json.loads(json.dumps(cat)) == cat
+
+
+def test_catalogue_is_published_without_a_server():
+    r = subprocess.run([sys.executable, "-m", "dios.shim.contract"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    published = json.loads(r.stdout)
+    assert published == catalogue(OPS, CONNECTION_METHODS)
 
 
 # --- type generation -----------------------------------------------------------------------------

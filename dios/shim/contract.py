@@ -18,17 +18,20 @@ A client written from this contract (C#, C++, TypeScript ...) learns three thing
   per-subscription sequence, drop notices, the end of a session, fatal errors.
 
 Everything here is data and its translation to JSON Schema: no service is called.
+``python -m dios.shim.contract`` prints the catalogue (JSON) without a running server,
+for generating client types offline.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from dios.codes import INVALID_FIELD, DiosError
-from dios.shim.api import reply_schema_name
+from dios.shim.api import operations, reply_schema_name
 from dios.shim.dispatch import REPLY_FLAG, Operation
 from dios.shim.envelope import type_url
 from dios.shim.events import EVENT_SCHEMA, TOPICS
@@ -287,3 +290,13 @@ def catalogue(operations: Iterable[Operation],
             "meta": json_schema(META, SCHEMAS_REF), "error": _ref(RPC_ERROR),
             "schemas": {name: json_schema(schema, SCHEMAS_REF)
                         for name, schema in MESSAGE_SCHEMAS.items()}}
+
+
+def main() -> None:
+    """Print the catalogue of this engine's operations as JSON."""
+    print(json.dumps(catalogue(operations(), CONNECTION_METHODS), indent=2,
+                     ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
