@@ -1,5 +1,6 @@
 """Auth: scrypt hashes, first-start admin, JWT tokens as the seed's, expiry and forgery,
-change password, user management and the permission table."""
+change password, user management, the permission table, the cache of verified tokens and
+revocation (revisions and listeners)."""
 
 from __future__ import annotations
 
@@ -418,3 +419,162 @@ def test_require_errors():
     svc_admin = Principal(1, "admin", "admin")
     AuthService.authorize(svc_admin, "user.manage")
     assert svc_admin.get("id") == 1 and svc_admin["name"] == "admin" and svc_admin.get("x") is None
+
+
+def test_event_images_permission():
+    assert PERMISSIONS["event.images"] == {"service", "admin", "mgr", "tech"}
+    assert PERMISSIONS["event.images"] == PERMISSIONS["image.read"]
+    assert _code(require, Principal(2, "guest", GUEST), "event.images") is FORBIDDEN
+    # like reading images, allowed before the first password change
+    require(Principal(1, "admin", "admin", True), "event.images")
+
+
+# -- token cache and revocation ----------------------------------------------------------------
+class _Spy:
+    """Counts database reads and JWT decodes of the auth service."""
+
+    def __init__(self, svc: AuthService, monkeypatch) -> None:
+        self.db_reads = 0
+        self.decodes = 0
+        real_query, real_decode = svc.db.query_one, auth_service.jwt.decode
+
+        def query_one(*a, **kw):
+            self.db_reads += 1
+            return real_query(*a, **kw)
+
+        def decode(*a, **kw):
+            self.decodes += 1
+            return real_decode(*a, **kw)
+
+        monkeypatch.setattr(svc.db, "query_one", query_one)
+        monkeypatch.setattr(auth_service.jwt, "decode", decode)
+
+
+def test_principal_carries_the_token_expiry(env):
+    clock = Clock()
+    svc = _svc(env, clock=clock, token_ttl=600)
+    _, token = _ready_admin(svc)
+    p = svc.verify(token)
+    assert p.expires == float(int(clock.t + 600)) and p.get("exp") == p.expires
+    assert p == Principal(1, "admin", "admin")  # the expiry is not part of the identity
+    assert Principal(1, "admin", "admin").expires == 0.0
+    g = svc.verify(svc.guest_token())
+    assert g.expires == float(int(clock.t + svc.guest_ttl))
+
+
+def test_verified_tokens_are_cached_until_they_expire(env, monkeypatch):
+    clock = Clock()
+    svc = _svc(env, clock=clock, token_ttl=600)
+    _, token = _ready_admin(svc)
+    first = svc.verify(token)
+    spy = _Spy(svc, monkeypatch)
+    for _ in range(100):
+        assert svc.verify(token) == first
+    assert (spy.db_reads, spy.decodes) == (0, 0)  # no database read, no JWT decode
+    clock.t = first.expires - 1
+    assert svc.verify(token).uid == 1
+    clock.t = first.expires
+    assert _code(svc.verify, token) is TOKEN_EXPIRED
+    assert _code(svc.verify, token) is TOKEN_EXPIRED
+
+
+def test_token_cache_is_bounded_and_can_be_turned_off(env, monkeypatch):
+    svc = _svc(env, token_cache_size=3)
+    _ready_admin(svc)
+    tokens = []
+    for ttl in range(5):  # distinct tokens: distinct lifetimes
+        svc.guest_ttl = 1000 + ttl
+        tokens.append(svc.guest_token())
+    for t in tokens:
+        assert svc.verify(t).role == GUEST
+    assert len(set(tokens)) == 5 and len(svc._cache) == 3
+    assert svc.verify(tokens[0]).role == GUEST  # verified again after its eviction
+    off = _svc(env, token_cache_size=0)
+    token = off.login("admin", "Adm1nPass")["token"]
+    off.verify(token)
+    spy = _Spy(off, monkeypatch)
+    off.verify(token)
+    assert spy.db_reads == 1 and not off._cache
+
+
+def test_changes_revoke_cached_tokens_at_once_and_tell_listeners(env, caplog):
+    svc = _svc(env)
+    admin, admin_token = _ready_admin(svc)
+    heard: list[tuple[int, str]] = []
+    svc.add_listener(lambda uid, reason: heard.append((uid, reason)))
+    svc.add_listener(lambda uid, reason: 1 / 0)  # a broken listener breaks nothing
+
+    svc.create_user(admin, "tom", "Tech1234x", "tech")
+    tom_token = svc.login("tom", "Tech1234x")["token"]
+    assert svc.verify(tom_token).role == "tech"  # now cached
+    assert svc.revision(3) == 0 and heard == []
+    # role change: the cached principal is replaced at once
+    with caplog.at_level(logging.ERROR, logger="dios.auth"):
+        svc.update_user(admin, 3, role="mgr")
+    assert "revocation listener" in caplog.text and "ZeroDivisionError" in caplog.text
+    assert heard == [(3, "role")] and svc.revision(3) == 1
+    assert svc.verify(tom_token).role == "mgr"
+    # same role again and an avatar change revoke nothing
+    svc.update_user(admin, 3, role="mgr", avatar="/a/t.png")
+    assert heard == [(3, "role")] and svc.revision(3) == 1
+    # disable: refused at once; enabling again is no revocation
+    assert svc.verify(tom_token).role == "mgr"
+    svc.update_user(admin, 3, disabled=True)
+    assert heard[-1] == (3, "disabled")
+    assert _code(svc.verify, tom_token) is TOKEN_INVALID
+    svc.update_user(admin, 3, disabled=False)
+    assert heard[-1] == (3, "disabled") and svc.revision(3) == 2
+    assert svc.verify(tom_token).role == "mgr"
+    # reset password
+    svc.reset_password(admin, 3, "Reset1234")
+    assert heard[-1] == (3, "password")
+    assert _code(svc.verify, tom_token) is TOKEN_INVALID
+    # own password change
+    tom = svc.verify(svc.login("tom", "Reset1234")["token"])
+    svc.change_password(tom, "Reset1234", "Tom-Pass99", "Tom-Pass99")
+    assert heard[-1] == (3, "password")
+    tom_token = svc.login("tom", "Tom-Pass99")["token"]
+    assert svc.verify(tom_token).uid == 3
+    # delete
+    svc.delete_user(admin, 3)
+    assert heard[-1] == (3, "deleted") and svc.revision(3) == 5
+    assert _code(svc.verify, tom_token) is TOKEN_INVALID
+    # the admin's own password change revokes its cached token
+    assert svc.verify(admin_token).uid == 1
+    svc.change_password(admin, "Adm1nPass", "N3wPassword", "N3wPassword")
+    assert heard[-1] == (1, "password")
+    assert _code(svc.verify, admin_token) is TOKEN_INVALID
+    # refused changes revoke nothing
+    count = len(heard)
+    assert _code(svc.update_user, admin, 1, role="tech") is FORBIDDEN
+    assert _code(svc.change_password, admin, "wrong-old", "Abcdefg12", "Abcdefg12") \
+        is BAD_CREDENTIALS
+    assert len(heard) == count and svc.revision(1) == 2  # the first change, then this one
+
+
+def test_remove_listener(env):
+    svc = _svc(env)
+    admin, _ = _ready_admin(svc)
+    heard = []
+
+    def listener(uid: int, reason: str) -> None:
+        heard.append((uid, reason))
+
+    svc.add_listener(listener)
+    svc.add_listener(listener)  # once only
+    svc.create_user(admin, "ann", "Tech1234x", "tech")
+    svc.update_user(admin, 3, role="mgr")
+    assert heard == [(3, "role")]
+    svc.remove_listener(listener)
+    svc.remove_listener(listener)  # not registered: nothing happens
+    svc.update_user(admin, 3, role="tech")
+    assert heard == [(3, "role")]
+
+
+def test_cached_tokens_see_changes_by_another_process_after_the_cache_ttl(env):
+    svc = _svc(env, token_cache_ttl=0)
+    _, token = _ready_admin(svc)
+    svc.verify(token)
+    db, _ = env
+    db.execute("UPDATE users SET role = 'mgr' WHERE id = 1")  # behind the service's back
+    assert svc.verify(token).role == "mgr"

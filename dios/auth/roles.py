@@ -31,6 +31,7 @@ permission              service  admin  mgr  tech  guest
 ``image.write``         x        x      x    x
 ``image.delete``        x        x      x
 ``task.read``           x        x      x    x     x
+``event.images``        x        x      x    x
 ``device.action``       x        x      x    x
 ``device.command``      x
 ``device.calibrate``    x
@@ -40,16 +41,17 @@ permission              service  admin  mgr  tech  guest
 views, retake, set status. ``image.write``: judge, upload a PNG. ``device.action``:
 the seed's device action (select view, prepare, expose). ``device.command``: raw device
 commands (``deviceUri``/``reqName``/``reqParam``). ``task.read``: global status and the
-event stream.
+event stream. ``event.images``: raw frames and patient-bearing events on event streams
+(subscriptions); checked when subscribing and again when the principal's role changes.
 
 A principal whose password must still be changed (the first admin login) may only use
-``auth.self`` and the read permissions of its role until it does: everything else is refused with
-``PASSWORD_CHANGE_REQUIRED``.
+``auth.self`` and the read permissions of its role (``*.read`` and ``event.images``) until
+it does: everything else is refused with ``PASSWORD_CHANGE_REQUIRED``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dios.codes import FORBIDDEN, PASSWORD_CHANGE_REQUIRED, TOKEN_INVALID, DiosError
@@ -80,6 +82,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "image.write": _ALL,
     "image.delete": frozenset({"service", "admin", "mgr"}),
     "task.read": _READ,
+    "event.images": _ALL,
     "device.action": _ALL,
     "device.command": frozenset({"service"}),
     "device.calibrate": frozenset({"service"}),
@@ -88,25 +91,32 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 #: What a principal that must change its password may still do: its own password and
 #: the read permissions its role holds.
 _BEFORE_PASSWORD_CHANGE = frozenset(
-    p for p in PERMISSIONS if p == "auth.self" or p.endswith(".read"))
+    p for p in PERMISSIONS if p in ("auth.self", "event.images") or p.endswith(".read"))
 
 
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: the verified identity behind a token.
 
-    ``get`` makes it readable like the token's claims (``id``/``uid``, ``name``, ``role``).
+    ``expires`` is the token's ``exp`` claim (seconds since the epoch; 0.0 when the
+    principal was not made from a token); it is not part of the identity, so two
+    principals of the same user compare equal whatever their tokens' expiry.
+    ``get`` makes it readable like the token's claims (``id``/``uid``, ``name``, ``role``,
+    ``exp``).
     """
 
     uid: int
     name: str
     role: str
     must_change_password: bool = False
+    expires: float = field(default=0.0, compare=False)
 
     def get(self, key: str, default: Any = None) -> Any:
-        """Claim-style access: ``id`` or ``uid``, ``name``, ``role``."""
+        """Claim-style access: ``id`` or ``uid``, ``name``, ``role``, ``exp``."""
         if key in ("id", "uid"):
             return self.uid
+        if key in ("exp", "expires"):
+            return self.expires
         if key in ("name", "role", "must_change_password"):
             return getattr(self, key)
         return default

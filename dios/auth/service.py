@@ -17,6 +17,25 @@ flagged *must change password*. Until it is changed every start and every admin 
 logs a warning naming that file, and the admin may only change its password and read
 (``PASSWORD_CHANGE_REQUIRED`` otherwise). The file is deleted when the password is
 changed. A ``guest`` principal (id 2, as in the seed) backs the read-only guest token.
+
+Abuse resistance (see :mod:`dios.auth.throttle`): logins are throttled per source address
+and per user name (``TOO_MANY_ATTEMPTS`` with ``retry_after``, before any hash is run), and
+at most ``hash_concurrency`` scrypt runs happen at once across login, password change and
+reset, user creation and the unknown-user comparison, with at most ``hash_queue`` callers
+waiting (``LIMIT_REACHED`` beyond), so a login flood cannot exhaust memory. The throttle
+state is in memory.
+
+Verification and revocation: :meth:`AuthService.verify` keeps a bounded cache of the
+tokens it verified (the principal and the user's *revision*). Each user has a revision
+counter, in memory, bumped after every change that must end its sessions or change what
+they may do: a password change or reset (reason ``"password"``), a role change
+(``"role"``), disabling (``"disabled"``) and deletion (``"deleted"``). A cached entry
+counts only while the user's revision is the one it was verified at, the token has not
+expired and the entry is younger than ``token_cache_ttl`` (which bounds how long a change
+made by another process on the same database goes unseen). Long-lived connections (RPC,
+WebSocket) authenticate once, remember :meth:`AuthService.revision` and register with
+:meth:`AuthService.add_listener` to be told ``(uid, reason)`` at once after each such
+change, then verify their token again.
 """
 
 from __future__ import annotations
@@ -28,6 +47,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -37,6 +57,7 @@ from typing import Any
 import jwt
 
 from dios.auth.roles import GUEST, ROLES, Principal, require
+from dios.auth.throttle import HashLimiter, LoginThrottle
 from dios.codes import (
     BAD_CREDENTIALS,
     FORBIDDEN,
@@ -65,6 +86,8 @@ _SALT_BYTES = 16
 _KEY_BYTES = 32
 _USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 _MAX_PASSWORD = 128
+#: The reasons given to revocation listeners.
+REVOCATION_REASONS = ("password", "role", "disabled", "deleted")
 
 
 # -- password hashing ----------------------------------------------------------------------
@@ -143,13 +166,35 @@ class AuthService:
         Hash cost for new hashes.
     clock : callable
         Seconds since the epoch (``time.time``); injectable for tests of expiry.
+    hash_concurrency : int
+        scrypt runs at once, at most (default 2).
+    hash_queue : int
+        Callers waiting for a hashing slot, at most (default 32); more get
+        ``LIMIT_REACHED`` at once.
+    hash_wait : float
+        Longest wait for a hashing slot in seconds (default 5), then ``LIMIT_REACHED``.
+    token_cache_size : int
+        Verified tokens cached, at most (default 4096; 0 turns the cache off).
+    token_cache_ttl : float
+        Longest time a cached verification is trusted before the database is read again
+        (default 60 s).
+    throttle_clock : callable
+        Monotonic seconds for the login throttle (``time.monotonic``); injectable for tests.
+    **throttle_options
+        Keywords of :class:`~dios.auth.throttle.LoginThrottle`: ``address_threshold``,
+        ``address_lock``, ``address_lock_max``, ``user_threshold``, ``user_lock``,
+        ``user_lock_max``, ``window``, ``trust_ttl``, ``trusted_per_user``, ``max_entries``.
     """
 
     def __init__(self, db: Database, data_dir: str | os.PathLike[str], *,
                  token_ttl: float = 12 * 3600, guest_ttl: float = 24 * 3600,
                  initial_admin_password: str | None = None,
                  scrypt_params: tuple[int, int, int] = SCRYPT_PARAMS,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 hash_concurrency: int = 2, hash_queue: int = 32, hash_wait: float = 5.0,
+                 token_cache_size: int = 4096, token_cache_ttl: float = 60.0,
+                 throttle_clock: Callable[[], float] = time.monotonic,
+                 **throttle_options: Any) -> None:
         self.db = db
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -157,8 +202,17 @@ class AuthService:
         self.guest_ttl = float(guest_ttl)
         self.scrypt_params = scrypt_params
         self._clock = clock
+        self.hashing = HashLimiter(hash_concurrency, hash_queue, hash_wait)
+        self.throttle = LoginThrottle(clock=throttle_clock, **throttle_options)
+        self.token_cache_size = max(0, int(token_cache_size))
+        self.token_cache_ttl = float(token_cache_ttl)
+        self._cache: dict[str, tuple[Principal, int, float]] = {}
+        self._cache_lock = threading.Lock()
+        self._revisions: dict[int, int] = {}
+        self._listeners: tuple[Callable[[int, str], None], ...] = ()
+        self._listeners_lock = threading.Lock()
         # compared against when the user is unknown, so that costs one scrypt run too
-        self._dummy_hash = hash_password(secrets.token_hex(8), scrypt_params)
+        self._dummy_hash = self._hash(secrets.token_hex(8))
         self._secret, created = create_once(self.data_dir / SECRET_FILE, secrets.token_bytes(64))
         if created:
             log.info("generated a new token signing secret in %s", self.data_dir / SECRET_FILE)
@@ -189,7 +243,7 @@ class AuthService:
                     "must_change_password, disabled, created_at, updated_at) "
                     "VALUES (?, ?, ?, '', 1, 0, ?, ?) ON CONFLICT (username) DO NOTHING "
                     "RETURNING id",
-                    ["admin", hash_password(initial_password, self.scrypt_params), "admin", now, now])
+                    ["admin", self._hash(initial_password), "admin", now, now])
             if got is not None:
                 log.warning("%s\nCREATED USER 'admin' WITH A ONE-TIME PASSWORD (%s).\n"
                             "It must be changed at the first login.\n%s", "!" * 72, told,
@@ -215,6 +269,49 @@ class AuthService:
             log.warning("%s\nTHE 'admin' USER STILL HAS ITS INITIAL PASSWORD%s: change it now.\n%s",
                         "!" * 72, where, "!" * 72)
 
+    # -- bounded hashing --------------------------------------------------------------------
+    def _hash(self, password: str) -> str:
+        """A new hash of ``password`` in a hashing slot (``LIMIT_REACHED`` when full)."""
+        return self.hashing.run(hash_password, password, self.scrypt_params)
+
+    def _check(self, password: str, stored: str) -> bool:
+        """:func:`verify_password` in a hashing slot (``LIMIT_REACHED`` when full)."""
+        return self.hashing.run(verify_password, password, stored)
+
+    # -- revocation ------------------------------------------------------------------------
+    def revision(self, uid: int) -> int:
+        """The revision of user ``uid``: 0 at start, bumped after each password change or
+        reset, role change, disabling and deletion (in memory, per process)."""
+        return self._revisions.get(uid, 0)
+
+    def add_listener(self, fn: Callable[[int, str], None]) -> None:
+        """Call ``fn(uid, reason)`` after each change that bumps a user's revision.
+
+        ``reason`` is one of ``"password"``, ``"role"``, ``"disabled"``, ``"deleted"``.
+        ``fn`` runs on the thread that made the change, after it was committed, so it
+        should only take note (schedule a re-check, close a connection) and return;
+        what it raises is logged, never passed to the caller of the change.
+        """
+        with self._listeners_lock:
+            if fn not in self._listeners:
+                self._listeners = (*self._listeners, fn)
+
+    def remove_listener(self, fn: Callable[[int, str], None]) -> None:
+        """Stop calling ``fn`` (nothing happens when it was not registered)."""
+        with self._listeners_lock:
+            self._listeners = tuple(f for f in self._listeners if f != fn)
+
+    def _revoke(self, uid: int, reason: str) -> None:
+        """Bump ``uid``'s revision (cached verifications of its tokens end) and tell the
+        listeners. Called after the change is committed."""
+        with self._cache_lock:
+            self._revisions[uid] = self._revisions.get(uid, 0) + 1
+        for fn in self._listeners:
+            try:
+                fn(uid, reason)
+            except Exception:  # noqa: BLE001 - a listener never breaks the change
+                log.exception("revocation listener %r failed for user %d (%s)", fn, uid, reason)
+
     # -- tokens ----------------------------------------------------------------------------
     def _user_key(self, uid: int, password_hash: str) -> bytes:
         return hmac.new(self._secret, f"{uid}\x00{password_hash}".encode(), hashlib.sha256).digest()
@@ -238,6 +335,23 @@ class AuthService:
         """
         if not isinstance(token, str) or not token or len(token) > 4096:
             raise DiosError(TOKEN_INVALID, "no token")
+        cached = self._cache.get(token)
+        if cached is not None:
+            principal, revision, checked = cached
+            if (revision == self._revisions.get(principal.uid, 0)
+                    and time.monotonic() - checked < self.token_cache_ttl):
+                if self._clock() >= principal.expires:
+                    self._forget(token)
+                    raise DiosError(TOKEN_EXPIRED)
+                return principal
+            self._forget(token)
+        return self._verify_uncached(token)
+
+    def _forget(self, token: str) -> None:
+        with self._cache_lock:
+            self._cache.pop(token, None)
+
+    def _verify_uncached(self, token: str) -> Principal:
         try:
             if jwt.get_unverified_header(token).get("alg") != "HS256":
                 raise DiosError(TOKEN_INVALID, "algorithm must be HS256")
@@ -247,6 +361,10 @@ class AuthService:
         uid = unverified.get("id")
         if not isinstance(uid, int) or isinstance(uid, bool):
             raise DiosError(TOKEN_INVALID, "token has no user id")
+        # read before the user row: a change committed after this read bumps it, so an
+        # entry cached from an older row never counts
+        revision = self._revisions.get(uid, 0)
+        checked = time.monotonic()
         user = self.db.query_one("SELECT * FROM users WHERE id = ?", [uid])
         if user is None:
             raise DiosError(TOKEN_INVALID, "unknown user")
@@ -263,8 +381,14 @@ class AuthService:
             raise DiosError(TOKEN_EXPIRED)
         if claims["name"] != user["username"] or user["disabled"]:
             raise DiosError(TOKEN_INVALID, "user changed or disabled")
-        return Principal(int(user["id"]), user["username"], user["role"],
-                         bool(user["must_change_password"]))
+        principal = Principal(int(user["id"]), user["username"], user["role"],
+                              bool(user["must_change_password"]), float(min(exp, 2**53)))
+        if self.token_cache_size:
+            with self._cache_lock:
+                while len(self._cache) >= self.token_cache_size:
+                    del self._cache[next(iter(self._cache))]  # the oldest entry
+                self._cache[token] = (principal, revision, checked)
+        return principal
 
     #: The shim's name for :func:`dios.auth.roles.require`.
     @staticmethod
@@ -282,20 +406,38 @@ class AuthService:
         return self._issue(user, self.guest_ttl)[0]
 
     # -- login and passwords ---------------------------------------------------------------
-    def login(self, username: Any, password: Any) -> dict[str, Any]:
+    def login(self, username: Any, password: Any, *, source: str = "") -> dict[str, Any]:
         """Log in; return the seed's reply ``{token, expire, uid, name, avatar}``.
 
-        Raises ``BAD_CREDENTIALS`` for an unknown user, a wrong password, a disabled user
-        or the guest (which has no password).
+        Parameters
+        ----------
+        username, password : str
+            The credentials.
+        source : str
+            The client's address (``"127.0.0.1"``), for the per-address throttle; empty
+            when unknown (the user's throttle still applies).
+
+        Raises
+        ------
+        DiosError
+            ``BAD_CREDENTIALS`` for an unknown user, a wrong password, a disabled user or
+            the guest (which has no password); ``TOO_MANY_ATTEMPTS`` (``retry_after``
+            seconds) while the address or the user name is locked out after failed
+            logins, whatever the password; ``LIMIT_REACHED`` when too many password
+            checks are under way.
         """
         name = _str_field({"username": username}, "username", 64)
         pw = _str_field({"password": password}, "password")
+        self.throttle.check(name, source)
         user = self.db.query_one("SELECT * FROM users WHERE username = ?", [name])
         if user is None or user["role"] == GUEST:
-            verify_password(pw, self._dummy_hash)
+            self._check(pw, self._dummy_hash)
+            self.throttle.failed(name, source)
             raise DiosError(BAD_CREDENTIALS)
-        if not verify_password(pw, user["password_hash"]) or user["disabled"]:
+        if not self._check(pw, user["password_hash"]) or user["disabled"]:
+            self.throttle.failed(name, source)
             raise DiosError(BAD_CREDENTIALS)
+        self.throttle.succeeded(name, source)
         if user["must_change_password"]:
             log.warning("user %r logged in with a password that must be changed", name)
         token, exp = self._issue(user, self.token_ttl)
@@ -319,17 +461,19 @@ class AuthService:
         user = self.db.query_one("SELECT * FROM users WHERE id = ?", [principal.uid])
         if user is None:
             raise DiosError(TOKEN_INVALID, "unknown user")
-        if not verify_password(old, user["password_hash"]):
+        if not self._check(old, user["password_hash"]):
             raise DiosError(BAD_CREDENTIALS, "old password is wrong")
         if new != confirm:
             raise DiosError(PASSWORD_MISMATCH)
         check_password_strength(new, user["username"])
         if new == old:
             raise DiosError(PASSWORD_WEAK, "the new password must differ from the old one")
+        new_hash = self._hash(new)
         with self.db.transaction() as tx:
             tx.update_versioned("users", "id", user["id"], user["version"], {
-                "password_hash": hash_password(new, self.scrypt_params),
-                "must_change_password": 0, "updated_at": _now_iso()})
+                "password_hash": new_hash, "must_change_password": 0,
+                "updated_at": _now_iso()})
+        self._revoke(int(user["id"]), "password")
         if user["username"] == "admin" and self.initial_password_file.exists():
             self.initial_password_file.unlink()
         log.info("user %r changed the password", user["username"])
@@ -389,11 +533,12 @@ class AuthService:
         avatar = self._check_avatar(avatar)
         pw = _str_field({"password": password}, "password")
         check_password_strength(pw, name)
+        pw_hash = self._hash(pw)
         now = _now_iso()
         try:
             with self.db.transaction() as tx:
                 uid = tx.insert("users", {
-                    "username": name, "password_hash": hash_password(pw, self.scrypt_params),
+                    "username": name, "password_hash": pw_hash,
                     "role": role, "avatar": avatar, "must_change_password": 1, "disabled": 0,
                     "created_at": now, "updated_at": now}, returning="id")
         except self.db.integrity_errors as exc:
@@ -424,6 +569,10 @@ class AuthService:
             version = user["version"] if expected_version is None else expected_version
             changes["updated_at"] = _now_iso()
             tx.update_versioned("users", "id", uid, version, changes)
+        if "role" in changes and changes["role"] != user["role"]:
+            self._revoke(uid, "role")
+        if changes.get("disabled") and not user["disabled"]:
+            self._revoke(uid, "disabled")
         return self._public(self._get_user(uid))
 
     def reset_password(self, principal: Principal, uid: Any, new_password: Any) -> dict[str, Any]:
@@ -432,10 +581,12 @@ class AuthService:
         user = self._get_user(uid)
         pw = _str_field({"new_password": new_password}, "new_password")
         check_password_strength(pw, user["username"])
+        pw_hash = self._hash(pw)
         with self.db.transaction() as tx:
             tx.update_versioned("users", "id", uid, user["version"], {
-                "password_hash": hash_password(pw, self.scrypt_params),
-                "must_change_password": 1, "updated_at": _now_iso()})
+                "password_hash": pw_hash, "must_change_password": 1,
+                "updated_at": _now_iso()})
+        self._revoke(uid, "password")
         return {}
 
     def delete_user(self, principal: Principal, uid: Any) -> dict[str, Any]:
@@ -445,6 +596,7 @@ class AuthService:
         if user["id"] == principal.uid:
             raise DiosError(FORBIDDEN, "an admin may not delete itself")
         self.db.execute("DELETE FROM users WHERE id = ?", [uid])
+        self._revoke(uid, "deleted")
         return {}
 
     def roles(self) -> list[str]:
@@ -456,3 +608,5 @@ class AuthService:
 
     def _reload_secret(self) -> None:  # used when an operator rotates the secret file
         self._secret = read_private(self.secret_path())
+        with self._cache_lock:
+            self._cache.clear()
