@@ -11,10 +11,23 @@ calibration, secrets) in ``./dios-data`` and every listener on 127.0.0.1. Exampl
     [http]
     host = "127.0.0.1"
     port = 8080
+    max_connections = 256       # open connections (WebSocket ones included); more get 429
+    header_timeout = 10.0       # seconds a request head may take to arrive
+    body_timeout = 30.0         # longest pause inside a request body (all of it: 4x this)
+    idle_timeout = 5.0          # seconds a keep-alive connection may wait for its next request
+    cors_origins = []           # browser origins allowed to call the API ("https://ui.example")
 
-    [rpc]
+    [rpc]                       # the MessagePack-RPC listener
     host = "127.0.0.1"
     port = 18800
+    max_connections = 256       # open connections in all
+    max_connections_per_address = 64
+    idle_timeout = 300.0        # seconds a connection may stay silent
+    auth_timeout = 30.0         # seconds from connecting to a successful login
+    max_subscriptions = 32      # event subscriptions per connection
+    max_subscriptions_per_user = 128
+    max_pending_bytes = 67108864  # bytes queued for one slow reader before it is cut
+    write_timeout = 10.0        # seconds a reply or event may wait to be written
 
     [database]
     url = ""                    # empty: sqlite in data_dir; or postgresql://user@host:5432/db
@@ -37,6 +50,7 @@ Each ``[section]`` belongs to one dataclass registered with :func:`section`; its
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -84,16 +98,99 @@ class ListenerConfig:
             raise ConfigError("host must not be empty")
 
 
+#: A browser origin: ``scheme://host[:port]`` (no path; ``file://`` for a page loaded from
+#: a file, as Electron sends it), or ``*`` for any origin.
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]*")
+
+
+def _positive(owner: object, *names: str, upper: float = 86400.0) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if not 0 < value <= upper:
+            raise ConfigError(f"{name} must be within 0..{upper:g}, got {value!r}")
+
+
 @section("http")
 @dataclass
 class HttpConfig(ListenerConfig):
+    """The HTTP JSON listener (and its WebSocket event stream).
+
+    ``max_connections`` open connections at most, WebSocket ones included (one more is
+    answered 429 ``LIMIT_REACHED`` and closed); a request head must arrive within
+    ``header_timeout`` seconds of its first byte (of connecting, for the first request),
+    however slowly it trickles; a request body may pause at most ``body_timeout`` seconds
+    and must arrive within four times that; a keep-alive connection waits
+    ``idle_timeout`` seconds for its next request. Timeouts are answered 408 and closed.
+    ``cors_origins`` are the browser origins (``https://console.example:8443``) allowed
+    to call the API from another origin; none by default.
+    """
+
     port: int = 8080
+    max_connections: int = 256
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 5.0
+    cors_origins: list = field(default_factory=list)
+
+    def validate(self) -> None:
+        super().validate()
+        if not 1 <= self.max_connections <= 65536:
+            raise ConfigError(f"max_connections must be within 1..65536, got {self.max_connections}")
+        _positive(self, "header_timeout", "body_timeout", "idle_timeout", upper=3600.0)
+        for origin in self.cors_origins:
+            if not isinstance(origin, str) or not (origin == "*" or _ORIGIN.fullmatch(origin)):
+                raise ConfigError(f"cors_origins: {origin!r} is not an origin like "
+                                  "'https://host:port' (no path) or '*'")
 
 
 @section("rpc")
 @dataclass
 class RpcConfig(ListenerConfig):
+    """The MessagePack-RPC listener and its limits (taken by the RPC server as keyword
+    arguments of the same names, see :meth:`server_options`).
+
+    ``max_connections`` open connections in all, ``max_connections_per_address`` from one
+    client address; a connection silent for ``idle_timeout`` seconds, or not logged in
+    within ``auth_timeout`` seconds, is closed; ``max_subscriptions`` event subscriptions
+    per connection and ``max_subscriptions_per_user`` per user over all connections;
+    a reader that lets more than ``max_pending_bytes`` pile up, or does not take a write
+    within ``write_timeout`` seconds, is cut.
+    """
+
     port: int = 18800
+    max_connections: int = 256
+    max_connections_per_address: int = 64
+    idle_timeout: float = 300.0
+    auth_timeout: float = 30.0
+    max_subscriptions: int = 32
+    max_subscriptions_per_user: int = 128
+    max_pending_bytes: int = 64 << 20
+    write_timeout: float = 10.0
+
+    #: the keys :meth:`server_options` hands to the RPC server
+    SERVER_OPTIONS = ("max_connections", "max_connections_per_address", "idle_timeout",
+                      "auth_timeout", "max_subscriptions", "max_subscriptions_per_user",
+                      "max_pending_bytes", "write_timeout")
+
+    def validate(self) -> None:
+        super().validate()
+        for name, low, high in (("max_connections", 1, 65536),
+                                ("max_connections_per_address", 1, 65536),
+                                ("max_subscriptions", 1, 4096),
+                                ("max_subscriptions_per_user", 1, 65536),
+                                ("max_pending_bytes", 1 << 16, 1 << 34)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ConfigError(f"{name} must be within {low}..{high}, got {value}")
+        if self.max_connections_per_address > self.max_connections:
+            raise ConfigError("max_connections_per_address must not exceed max_connections")
+        if self.max_subscriptions > self.max_subscriptions_per_user:
+            raise ConfigError("max_subscriptions must not exceed max_subscriptions_per_user")
+        _positive(self, "idle_timeout", "auth_timeout", "write_timeout")
+
+    def server_options(self) -> dict[str, Any]:
+        """The limits as keyword arguments of the RPC server (names as the keys)."""
+        return {name: getattr(self, name) for name in self.SERVER_OPTIONS}
 
 
 @section("database")
@@ -151,8 +248,8 @@ class Config:
     work_station_id: int = 1
     station_name: str = "DIOS"
     institution: str = ""
-    http: ListenerConfig = field(default_factory=HttpConfig)
-    rpc: ListenerConfig = field(default_factory=RpcConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    rpc: RpcConfig = field(default_factory=RpcConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)  # type: ignore[assignment]
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
@@ -181,6 +278,11 @@ class Config:
 _TOP = ("data_dir", "uid_root", "product", "work_station_id", "station_name", "institution")
 
 
+#: the TOML name of each setting's type, for error messages
+_TOML_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "a boolean",
+               list: "an array"}
+
+
 def _section(cls: type, raw: object, where: str) -> Any:
     if raw is None:
         return cls()
@@ -196,7 +298,7 @@ def _section(cls: type, raw: object, where: str) -> Any:
         if isinstance(default, bool) or not isinstance(value, type(default)) and not (
             isinstance(default, float) and isinstance(value, int)
         ) or isinstance(value, bool) and not isinstance(default, bool):
-            raise ConfigError(f"[{where}] {key} must be {type(default).__name__}, got {value!r}")
+            raise ConfigError(f"[{where}] {key} must be {_TOML_TYPES[type(default)]}, got {value!r}")
         setattr(obj, key, type(default)(value))
     return obj
 

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from dios.config import Config, ConfigError, load_config
+from dios.config import Config, ConfigError, HttpConfig, load_config
+from dios.shim.listener import ListenerStats
 
 if TYPE_CHECKING:
     from dios.engine import Engine
@@ -44,6 +45,15 @@ class _Uvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Any:
         yield
+
+
+def http_settings(config: Config) -> HttpConfig:
+    """The ``[http]`` settings of ``config``; a bare host and port (a plain
+    :class:`~dios.config.ListenerConfig`) gets the defaults of the other keys."""
+    http = config.http
+    if isinstance(http, HttpConfig):
+        return http
+    return HttpConfig(host=http.host, port=http.port)
 
 
 #: The data directory's subdirectories (all private to the server's user).
@@ -129,6 +139,9 @@ class Console:
         self.worker_threads = worker_threads
         self.shim: Any = None
         self.rpc: Any = None
+        #: what the HTTP listener's guards did (refused connections, timeouts)
+        self.http_stats = ListenerStats()
+        self.http_server: uvicorn.Server | None = None
         self.log_level = log_level
         self.services: Services | None = None
         self.db: Database | None = None
@@ -176,6 +189,7 @@ class Console:
 
         from dios.shim.api import operations
         from dios.shim.http import HttpShim
+        from dios.shim.listener import ListenerLimits
         from dios.shim.rpc import RpcServer
 
         self._loop = asyncio.get_running_loop()
@@ -185,11 +199,17 @@ class Console:
         anyio.to_thread.current_default_thread_limiter().total_tokens = self.worker_threads
         ops = operations()
         cfg = self.config
-        shim = self.shim = HttpShim(self.services, ops, self.engine.hub, **self.http_options)
-        server = _Uvicorn(uvicorn.Config(shim.app, host=cfg.http.host, port=cfg.http.port,
+        http = http_settings(cfg)
+        shim = self.shim = HttpShim(self.services, ops, self.engine.hub,
+                                    **{"cors_origins": http.cors_origins, **self.http_options})
+        limits = ListenerLimits(max_connections=http.max_connections,
+                                header_timeout=http.header_timeout,
+                                body_timeout=http.body_timeout, idle_timeout=http.idle_timeout)
+        server = self.http_server = _Uvicorn(uvicorn.Config(shim.app, host=http.host, port=http.port,
                                          log_level=self.log_level, lifespan="off",
                                          access_log=False, ws="websockets-sansio",
-                                         timeout_graceful_shutdown=10))
+                                         timeout_graceful_shutdown=10,
+                                         **limits.uvicorn_options(self.http_stats)))
         rpc = self.rpc = RpcServer(self.services, ops, self.engine.hub, cfg.rpc.host,
                                    cfg.rpc.port, **self.rpc_options)
         await rpc.start()
@@ -201,7 +221,7 @@ class Console:
                 raise RuntimeError("HTTP server stopped during start")
             await asyncio.sleep(0.01)
         self.http_port = server.servers[0].sockets[0].getsockname()[1]
-        log.info("HTTP on %s:%d, MessagePack-RPC on %s:%d", cfg.http.host, self.http_port,
+        log.info("HTTP on %s:%d, MessagePack-RPC on %s:%d", http.host, self.http_port,
                  cfg.rpc.host, self.rpc_port)
         self._ready.set()
         try:
@@ -211,6 +231,11 @@ class Console:
             await rpc.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await http_task
+
+    def http_connections(self) -> int:
+        """Open HTTP connections (upgraded WebSocket ones included), refused ones not."""
+        server = self.http_server
+        return len(server.server_state.connections) if server is not None else 0
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to finish (thread-safe)."""

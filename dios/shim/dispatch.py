@@ -17,6 +17,8 @@ envelope's ``data``.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -113,6 +115,59 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "binary": (bytes, bytearray, memoryview),
 }
 
+#: what a parameter of each type must be, in words
+_EXPECTED = {
+    "string": "a string", "integer": "an integer", "number": "a number",
+    "boolean": "a boolean", "object": "an object", "array": "an array",
+    "string[]": "an array of strings", "object[]": "an array of objects",
+    "binary": "binary data",
+}
+
+#: integers are signed 64-bit, as the database and the MessagePack-RPC clients hold them
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def json_type(value: Any) -> str:
+    """The JSON (or MessagePack) name of ``value``'s type: object, array, string, number,
+    boolean, null, binary."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "binary"
+    return "an unsupported value"
+
+
+def text_problem(text: str) -> str:
+    """What makes ``text`` unfit for the services ("" when nothing): a NUL character, or
+    an unpaired surrogate (``"\\ud800"`` in JSON), which is not valid Unicode."""
+    if text.isascii() and "\x00" not in text:
+        return ""
+    bad = _BAD_TEXT.search(text)
+    if bad is None:
+        return ""
+    if bad.group() == "\x00":
+        return "contains a NUL character"
+    return "is not valid Unicode text (an unpaired surrogate)"
+
+
+def _integer_in_range(p: Param, value: int) -> int:
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise DiosError(INVALID_FIELD, f"{p.name} is outside the 64-bit integer range",
+                        field=p.name)
+    return value
+
 
 def check_param(p: Param, value: Any) -> Any:
     """Validate (and for path/query strings, convert) one value; INVALID_FIELD if wrong."""
@@ -127,23 +182,41 @@ def check_param(p: Param, value: Any) -> Any:
     if p.where in ("path", "query") and isinstance(value, str):
         if p.type == "integer":
             text = value.strip()
-            if not text.lstrip("+-").isdigit():
+            digits = text[1:] if text[:1] in ("+", "-") else text
+            if not (digits.isascii() and digits.isdigit()):
                 raise DiosError(INVALID_FIELD, f"{p.name} must be an integer", field=p.name)
-            return int(text)
+            if len(digits.lstrip("0")) > 19:
+                raise DiosError(INVALID_FIELD, f"{p.name} is outside the 64-bit integer range",
+                                field=p.name)
+            return _integer_in_range(p, int(text))
         if p.type == "boolean":
             if value.lower() not in ("true", "false", "1", "0"):
                 raise DiosError(INVALID_FIELD, f"{p.name} must be true or false", field=p.name)
             return value.lower() in ("true", "1")
     want = _JSON_TYPES[p.type]
     if isinstance(value, bool) and bool not in want:
-        raise DiosError(INVALID_FIELD, f"{p.name} must be {p.type}, got boolean", field=p.name)
-    if not isinstance(value, want):
-        raise DiosError(INVALID_FIELD, f"{p.name} must be {p.type}, got {type(value).__name__}",
+        raise DiosError(INVALID_FIELD, f"{p.name} must be {_EXPECTED[p.type]}, got boolean",
                         field=p.name)
-    if p.type == "string" and len(value) > p.max_length:
-        raise DiosError(INVALID_FIELD, f"{p.name} longer than {p.max_length}", field=p.name)
-    if p.type == "string[]" and not all(isinstance(v, str) for v in value):
-        raise DiosError(INVALID_FIELD, f"{p.name} must be an array of strings", field=p.name)
+    if not isinstance(value, want):
+        raise DiosError(INVALID_FIELD, f"{p.name} must be {_EXPECTED[p.type]}, "
+                                       f"got {json_type(value)}", field=p.name)
+    if isinstance(value, int) and not isinstance(value, bool):
+        _integer_in_range(p, value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise DiosError(INVALID_FIELD, f"{p.name} must be a finite number", field=p.name)
+    if p.type == "string":
+        if len(value) > p.max_length:
+            raise DiosError(INVALID_FIELD, f"{p.name} longer than {p.max_length}", field=p.name)
+        problem = text_problem(value)
+        if problem:
+            raise DiosError(INVALID_FIELD, f"{p.name} {problem}", field=p.name)
+    if p.type == "string[]":
+        if not all(isinstance(v, str) for v in value):
+            raise DiosError(INVALID_FIELD, f"{p.name} must be an array of strings", field=p.name)
+        for v in value:
+            problem = text_problem(v)
+            if problem:
+                raise DiosError(INVALID_FIELD, f"{p.name} {problem}", field=p.name)
     if p.type == "object[]" and not all(isinstance(v, dict) for v in value):
         raise DiosError(INVALID_FIELD, f"{p.name} must be an array of objects", field=p.name)
     return value

@@ -55,7 +55,7 @@ def typed(type_name: str | None, data: Any) -> Any:
     if type_name == EMPTY:
         return {"@type": type_url(EMPTY), "value": {}}
     if not isinstance(data, dict):
-        raise TypeError(f"a typed reply needs a dict, got {type(data).__name__}")
+        raise TypeError(f"a typed reply ({type_name}) needs an object as its data")
     body = {k: v for k, v in data.items() if k != "@type"}
     return {"@type": data.get("@type") or type_url(type_name), **body}
 

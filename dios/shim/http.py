@@ -13,8 +13,23 @@ device's reply, ``dr.task.DeviceReply`` (the value it accepted in ``result``), o
 and, beside the device's code in the envelope, on a refusal (see :mod:`dios.shim.api`).
 
 HTTP status codes follow the result code's class (400 validation, 401 authentication,
-403 role, 404 unknown id, 409 state conflict, 413 too large, 415 media type, 500
-internal) and the envelope is always present, so a client may rely on either.
+403 role, 404 unknown id, 409 state conflict, 413 too large, 415 media type, 429 limits,
+500 internal) and the envelope is always present, so a client may rely on either. The
+listener (:mod:`dios.shim.listener`) adds 429 for a connection over the cap and 408 for a
+request head or body that does not arrive in time.
+
+Request bodies are checked before any service sees them: JSON numbers must fit a 64-bit
+integer or a finite double (no ``NaN``/``Infinity``), nesting is at most
+:data:`MAX_JSON_DEPTH` deep, and text must be valid Unicode without NUL characters (a
+lone surrogate such as ``"\\ud800"`` is refused with ``INVALID_FIELD`` naming the field).
+Descriptions speak of JSON types (object, array, string, number, boolean, null), never
+of the server's internals.
+
+CORS: the ``[http] cors_origins`` are allowed to call the API from a browser on another
+origin (methods :data:`CORS_METHODS`, request headers :data:`CORS_HEADERS`); a preflight
+from any other origin is refused with a 400 envelope and no
+``Access-Control-Allow-Origin``. With no origins configured (the default) there are no
+CORS headers at all and a preflight gets 405.
 
 The OpenAPI 3 document is generated from the same table and served at
 ``/api/v1/openapi.json``; the WebSocket event stream is ``/api/v1/events``.
@@ -24,7 +39,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
+from collections.abc import Sequence
 from email.parser import BytesParser
 from email.policy import HTTP as HTTP_POLICY
 from functools import partial
@@ -32,8 +49,11 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
@@ -46,7 +66,7 @@ from dios.codes import (
     UNSUPPORTED_MEDIA,
     DiosError,
 )
-from dios.shim.dispatch import Context, Operation, check_access, dispatch
+from dios.shim.dispatch import Context, Operation, check_access, dispatch, text_problem
 from dios.shim.envelope import Blob, failure, internal_error, language_of, success
 
 if TYPE_CHECKING:
@@ -104,14 +124,79 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_json(body: bytes, want: type) -> Any:
-    """Decode a JSON body of type ``want`` (dict or list); MALFORMED_REQUEST otherwise."""
+#: how deep JSON arrays and objects may nest in a request body
+MAX_JSON_DEPTH = 32
+#: JSON integers must fit a signed 64-bit integer (the database's, and other clients')
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _json_int(text: str) -> int:
+    digits = text.lstrip("-")
+    if len(digits) > 19 or not INT64_MIN <= int(text) <= INT64_MAX:
+        shown = text if len(text) <= 24 else f"{text[:12]}... ({len(digits)} digits)"
+        raise DiosError(MALFORMED_REQUEST, f"the number {shown} is outside the 64-bit "
+                                           "integer range")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 24 else text[:12] + "..."
+        raise DiosError(MALFORMED_REQUEST, f"the number {shown} is too large")
+    return value
+
+
+def _json_constant(name: str) -> Any:
+    raise DiosError(MALFORMED_REQUEST, f"{name} is not a JSON number")
+
+
+def check_json(value: Any, root: str = "", max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Refuse what JSON may carry but no service should see: nesting deeper than
+    ``max_depth``, and text that is not valid Unicode (an unpaired surrogate such as
+    ``"\\ud800"``) or holds a NUL character. INVALID_FIELD names the field (``views[0].view_id``;
+    ``root`` names the body itself when it is bound to one parameter)."""
+    stack: list[tuple[Any, str, int]] = [(value, root, 1)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, str):
+            problem = text_problem(item)
+            if problem:
+                name = where or "the body"
+                raise DiosError(INVALID_FIELD, f"{name} {problem}", field=name)
+        elif isinstance(item, (dict, list)):
+            if depth > max_depth:
+                raise DiosError(MALFORMED_REQUEST, f"JSON nested deeper than {max_depth} levels")
+            if isinstance(item, dict):
+                for key, sub in item.items():
+                    problem = text_problem(key)
+                    if problem:
+                        name = f"a field name in {where or 'the body'}"
+                        raise DiosError(INVALID_FIELD, f"{name} {problem}", field=where or "")
+                    stack.append((sub, f"{where}.{key}" if where else key, depth + 1))
+            else:
+                stack.extend((sub, f"{where}[{i}]", depth + 1) for i, sub in enumerate(item))
+
+
+def parse_json(body: bytes, want: type, name: str = "") -> Any:
+    """Decode a JSON body of type ``want`` (dict or list); MALFORMED_REQUEST otherwise
+    (and for numbers beyond 64-bit integers or doubles, NaN and Infinity, nesting deeper
+    than :data:`MAX_JSON_DEPTH`), INVALID_FIELD for text that is not valid Unicode (``name``:
+    the parameter the whole body is, for an array body)."""
     if not body.strip():
         return want()
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise DiosError(MALFORMED_REQUEST, f"invalid JSON: {type(exc).__name__}") from None
+        value = json.loads(body, parse_int=_json_int, parse_float=_json_float,
+                           parse_constant=_json_constant)
+    except UnicodeDecodeError:
+        raise DiosError(MALFORMED_REQUEST, "the body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise DiosError(MALFORMED_REQUEST, f"invalid JSON: {exc.msg} at line {exc.lineno} "
+                                           f"column {exc.colno}") from None
+    except RecursionError:
+        raise DiosError(MALFORMED_REQUEST,
+                        f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    check_json(value, name)
     if not isinstance(value, want):
         kind = "an object" if want is dict else "an array"
         raise DiosError(MALFORMED_REQUEST, f"the body must be {kind}")
@@ -141,12 +226,50 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
     return fields
 
 
+#: what a browser on an allowed origin may send (CORS)
+CORS_METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS")
+CORS_HEADERS = ("Authorization", "Content-Type", "Language", "Product", "Source")
+#: what a browser script may read of a reply besides the safelisted headers
+CORS_EXPOSE = ("Content-Disposition",)
+
+
+class EnvelopeCORS(CORSMiddleware):
+    """Starlette's CORS middleware whose refused preflights are envelopes like every other
+    refusal (400 ``INVALID_FIELD`` naming the header that was not allowed) and carry no
+    ``Access-Control-Allow-Origin``."""
+
+    _FIELDS = {"origin": "Origin", "method": "Access-Control-Request-Method",
+               "headers": "Access-Control-Request-Headers",
+               "private-network": "Access-Control-Request-Private-Network"}
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        text = bytes(response.body).decode("latin-1")
+        refused = [part.strip() for part in text.removeprefix("Disallowed CORS ").split(",")]
+        name = self._FIELDS.get(refused[0], "Origin")
+        err = DiosError(INVALID_FIELD, f"cross-origin request refused: {name} not allowed",
+                        field=name)
+        headers = {k: v for k, v in response.headers.items()
+                   if k.lower().startswith("access-control-") and k.lower() not in
+                   ("access-control-allow-origin", "content-length")}
+        headers["Vary"] = response.headers.get("vary", "Origin")
+        return JSONResponse(failure(err, language_of(request_headers.get("language"))),
+                            status_code=400, headers=headers)
+
+
 class HttpShim:
-    """Builds the Starlette app for a set of services and operations."""
+    """Builds the Starlette app for a set of services and operations.
+
+    ``cors_origins`` are the browser origins allowed to call the API from another origin
+    (``*`` for any; none by default: no CORS headers, a preflight gets 405).
+    """
 
     def __init__(self, services: Services, operations: list[Operation], hub: EventHub | None = None, *,
                  max_body: int = 1 << 20, max_upload: int = 32 << 20,
-                 title: str = "DIOS console API", version: str = "1") -> None:
+                 title: str = "DIOS console API", version: str = "1",
+                 cors_origins: Sequence[str] = ()) -> None:
         self.services = services
         self.operations = operations
         self.hub = hub
@@ -154,6 +277,7 @@ class HttpShim:
         self.max_upload = max_upload
         self.title = title
         self.version = version
+        self.cors_origins = tuple(cors_origins)
         self.requests_by_source: dict[str, int] = {}
         self.app = self.build()
 
@@ -192,7 +316,12 @@ class HttpShim:
             lang = language_of(request.headers.get("language"))
             return error_response(internal_error(exc, f"http {request.url.path}"), lang)
 
-        return Starlette(routes=routes, exception_handlers={
+        middleware = []
+        if self.cors_origins:
+            middleware.append(Middleware(EnvelopeCORS, allow_origins=self.cors_origins,
+                                         allow_methods=CORS_METHODS, allow_headers=CORS_HEADERS,
+                                         expose_headers=CORS_EXPOSE))
+        return Starlette(routes=routes, middleware=middleware, exception_handlers={
             404: not_found, 405: not_found, HTTPException: not_found, Exception: crashed})
 
     def context(self, request: Request) -> Context:
@@ -228,7 +357,7 @@ class HttpShim:
                     raise DiosError(UNSUPPORTED_MEDIA, f"{ctype}: send application/json")
                 if op.body == "json-array":
                     first = next(p for p in op.params if p.where == "body")
-                    value = parse_json(body, list) if body.strip() else None
+                    value = parse_json(body, list, first.name) if body.strip() else None
                     if isinstance(value, list):
                         args[first.name] = value
                     elif value is not None:
@@ -275,6 +404,9 @@ class HttpShim:
                     response = JSONResponse(success(result, None, lang))
             except DiosError as err:
                 response = error_response(err, lang)
+            except ClientDisconnect:  # gone (or cut by the listener's body timeout): no one to answer
+                response = error_response(DiosError(MALFORMED_REQUEST, "the client went away "
+                                                    "before its request body was complete"), lang)
             except Exception as exc:  # noqa: BLE001 - no traceback ever reaches the client
                 response = error_response(internal_error(exc, f"http {name}"), lang)
             log.debug("%s %s %s source=%s %d %.1f ms", request.method, request.url.path, name,
