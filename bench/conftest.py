@@ -29,6 +29,7 @@ SIZES = {
 }
 
 _rows: list[dict] = []
+_notes: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -83,6 +84,13 @@ def record_row():
     return _rows.append
 
 
+@pytest.fixture
+def bench_note():
+    """Add a line to the summary printed at the end of the session (the RPC bench's
+    figures: printing from a test is captured)."""
+    return _notes.append
+
+
 def format_table(rows: list[dict]) -> str:
     """The bench table (one row per size) as text."""
     head = ("size", "total ms", "max ms", "MP/s", "corr", "coll", "enh", "win", "out",
@@ -107,3 +115,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if _rows:
         terminalreporter.section("DIOS pipeline bench (medians)")
         terminalreporter.write_line(format_table(sorted(_rows, key=lambda r: r["pixels"])))
+    if _notes:
+        terminalreporter.section("DIOS RPC bench")
+        for line in _notes:
+            terminalreporter.write_line(line)
