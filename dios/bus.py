@@ -211,13 +211,23 @@ class DeviceBus:
         try:
             return fut.result(wait)
         except TimeoutError:
-            pass
-        with fut.settle:  # the worker delivers before or after this, never during
+            return self.give_up(req, fut, wait)
+
+    def give_up(self, req: Request, fut: Future[Reply], waited: float) -> Reply:
+        """The reply of a request from :meth:`submit` whose requester stops waiting after
+        ``waited`` seconds: the reply if it arrived meanwhile, else ``TIMEOUT`` (the
+        command withdrawn if it has not started, its late outcome published as in
+        :meth:`request`). For callers that wait on the future themselves (an event loop)."""
+        settle = getattr(fut, "settle", None)
+        if settle is None:  # not one of ours: nothing to withdraw
+            return fut.result(0) if fut.done() else Reply.failure(
+                req, DiosError(TIMEOUT, f"no reply within {waited:g} s"))
+        with settle:  # the worker delivers before or after this, never during
             if fut.done() and not fut.cancelled():
                 return fut.result()  # it arrived while we gave up: it is the reply
             if not fut.cancel():
-                fut.abandoned = True
-            reply = Reply.failure(req, DiosError(TIMEOUT, f"no reply within {wait:g} s"))
+                fut.abandoned = True  # type: ignore[attr-defined]
+            reply = Reply.failure(req, DiosError(TIMEOUT, f"no reply within {waited:g} s"))
             self.hub.publish(reply_event(req, reply))  # before any late outcome
         return reply
 

@@ -13,6 +13,7 @@ import threading
 #: The faults the simulators understand.
 KNOWN = frozenset({
     "comm_timeout",          # the device stops answering (requests time out)
+    "link_hang",             # the link hangs: every call blocks until the fault is cleared
     "dropped_reply",         # one reply is lost on the way back
     "interlock_open",        # door / safety interlock open: no prepare, no exposure
     "tube_overheat",         # anode at its heat limit regardless of the heat model

@@ -24,7 +24,9 @@ Faults come from a :class:`~simulators.faults.FaultInjector`: ``interlock_open``
 prepare/exposure and is latched until a ``reset`` finds the door closed again;
 ``tube_overheat`` makes the anode report its heat limit. The communication faults
 (``comm_timeout``, ``dropped_reply``) belong to the link and are applied by
-:class:`SimGeneratorBackend` (in process) and by the wire server.
+:class:`SimGeneratorBackend` (in process) and by the wire server; ``link_hang`` (in
+process only) blocks every call on the link until the fault is cleared, as a hung
+serial line holds its caller.
 """
 
 from __future__ import annotations
@@ -360,6 +362,8 @@ class SimGeneratorBackend:
         self.connected = False
 
     def _link(self) -> None:
+        while self.faults.active("link_hang"):  # a hung link: the caller's thread waits
+            time.sleep(0.01)
         if self.faults.active("comm_timeout"):
             raise DiosError(TIMEOUT, "generator does not answer")
 

@@ -202,7 +202,8 @@ def P(name: str, type: str = "string", required: bool = False, where: str = "bod
 # --- auth ------------------------------------------------------------------------------------
 def _auth_ops() -> list[Operation]:
     def login(ctx: Context, a: dict) -> Any:
-        return ctx.services.auth.login(a["username"], a["password"])
+        source = ctx.peer.rsplit(":", 1)[0]  # the client's address: logins throttled by it
+        return ctx.services.auth.login(a["username"], a["password"], source=source)
 
     def change_password(ctx: Context, a: dict) -> Any:
         return ctx.services.auth.change_password(ctx.claims, a["old_password"], a["new_password"],

@@ -1,4 +1,4 @@
-"""Bus events as wire messages, and thread-to-asyncio subscription plumbing.
+"""Bus events as wire messages, and the checks of a subscription request.
 
 The same event reaches WebSocket clients as JSON and MessagePack-RPC clients as a
 notification; binary members (frame pixels) are kept as bytes for MessagePack and
@@ -7,21 +7,15 @@ described (shape, dtype) without the pixels for JSON.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import enum
-from collections.abc import Iterable
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from dios.codes import INVALID_FIELD, DiosError
 from dios.messages import Event, EventKind
-
-if TYPE_CHECKING:
-    from dios.events import EventHub
-
 
 #: The event topics clients subscribe to, by URI pattern: device events come from
 #: ``DIOS/DEVICE/<Name>``; the services publish on ``DIOS/TASK/*`` (exposure progress,
@@ -58,7 +52,11 @@ EVENT_SCHEMA: dict[str, Any] = {
         "reqTransaction": {"type": "string"},
         "reqClientID": {"type": "string"},
         "timestamp": {"type": "number", "description": "seconds since the epoch"},
-        "seq": {"type": "integer", "description": "increasing across all events"},
+        "seq": {"type": "integer", "description": "increasing across all events; the "
+                "cursor of resume_from"},
+        "sseq": {"type": "integer",
+                 "description": "the subscription's own sequence: 1, 2, 3 ... over every "
+                                "event that matched it; a gap means events were dropped"},
     },
 }
 
@@ -142,44 +140,3 @@ def event_message(ev: Event, binary: bool = False, frames: bool = False) -> dict
     }
 
 
-class AsyncSubscription:
-    """An EventHub subscription whose events land in an asyncio queue (bounded; when a
-    slow client falls behind, the oldest events are dropped and counted).
-
-    Filters: URI ``pattern`` and ``kinds`` (in the hub), and ``client``: only events whose
-    ``reqClientID`` is that one (the replies to, and effects of, one client's commands).
-    """
-
-    def __init__(self, hub: EventHub, loop: asyncio.AbstractEventLoop, pattern: str,
-                 kinds: Iterable[str] | None, maxsize: int = 1024,
-                 client: str | None = None) -> None:
-        self.loop = loop
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=maxsize)
-        self.dropped = 0
-        self.pattern = pattern
-        self.kinds = list(kinds) if kinds else None
-        self.client = client
-        self._sub = hub.subscribe(pattern, handler=self._from_thread, kinds=kinds)
-
-    def _from_thread(self, ev: Event) -> None:
-        if self.client is not None and ev.reqClientID != self.client:
-            return
-        try:
-            self.loop.call_soon_threadsafe(self._put, ev)
-        except RuntimeError:  # loop closed
-            pass
-
-    def _put(self, ev: Event) -> None:
-        if self.queue.full():
-            try:
-                self.queue.get_nowait()
-                self.dropped += 1
-            except asyncio.QueueEmpty:
-                pass
-        self.queue.put_nowait(ev)
-
-    async def get(self) -> Event:
-        return await self.queue.get()
-
-    def close(self) -> None:
-        self._sub.close()

@@ -36,6 +36,8 @@ from dios.uids import UidFactory, is_valid_uid
 from dios.uri import GENERATOR, parse
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from dios.catalog.service import CatalogService
     from dios.study.service import StudyService
 
@@ -172,6 +174,28 @@ class TaskService:
             reply, _ = self.lifecycle.expose_command(req)
             return check(reply)
         return check(self.bus.request(req))
+
+    def submit_device_command(self, request: dict[str, Any]) -> tuple[Request, Future[Reply]] | None:
+        """Queue one device command without waiting: its request and the future of its
+        reply (check it with :func:`check`; on a timeout hand it to the bus's
+        ``give_up``). ``None`` for the generator's ``Expose``, which goes through the
+        acquisition lifecycle: call :meth:`device_command` for it. For callers on an event
+        loop; the X-ray enable line guards every other command as in :meth:`device_command`."""
+        req = Request.from_mapping(request)
+        parse(req.deviceUri)
+        if req.deviceUri == GENERATOR and req.reqName == "Expose":
+            return None
+        return req, self.bus.submit(req)
+
+    def give_up_command(self, req: Request, fut: Future[Reply], waited: float) -> Reply:
+        """The reply of a command from :meth:`submit_device_command` whose caller stops
+        waiting: the reply if it arrived meanwhile, else ``TIMEOUT`` (see the bus)."""
+        return self.bus.give_up(req, fut, waited)
+
+    @property
+    def command_timeout(self) -> float:
+        """Seconds a device command may take before its requester gets ``TIMEOUT``."""
+        return float(self.bus.timeout)
 
     def device_action(self, device_uri: str, transaction: str = "", client: str = "") -> Reply:
         """Ask a device to report itself: its status goes out as a ``state`` event."""
