@@ -189,7 +189,7 @@ class Console:
 
         from dios.shim.api import operations
         from dios.shim.http import HttpShim
-        from dios.shim.listener import ListenerLimits
+        from dios.shim.listener import ListenerLimits, close_refused
         from dios.shim.rpc import RpcServer
 
         self._loop = asyncio.get_running_loop()
@@ -231,6 +231,7 @@ class Console:
             await rpc.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await http_task
+            close_refused(self.http_stats)
 
     def http_connections(self) -> int:
         """Open HTTP connections (upgraded WebSocket ones included), refused ones not."""

@@ -51,6 +51,7 @@ PYTHON_WORDS = re.compile(r"\b(dict|str|int|float|bytes|tuple|NoneType|Traceback
                           r"[A-Z][A-Za-z]*(Error|Exception))\b")
 SHORT = 1.5  # the guarded console's header, body and idle timeouts (seconds)
 ORIGIN = "https://ui.example:8443"
+CAP = 24  # the capped console's max_connections
 
 
 def start_guarded(data_dir: Path, **http: Any) -> Any:
@@ -90,16 +91,24 @@ def guarded(tmp_path_factory) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory) -> Iterator[Any]:
-    """A small cap, long timeouts, default CORS (none)."""
-    c = start_guarded(tmp_path_factory.mktemp("capped"), max_connections=24,
+    """A small cap and long timeouts; only the cap test connects to it."""
+    c = start_guarded(tmp_path_factory.mktemp("capped"), max_connections=CAP,
                       header_timeout=60.0, body_timeout=60.0, idle_timeout=120.0)
     yield c
     c.stop()
 
 
 @pytest.fixture(scope="module")
-def apis(capped) -> Iterator[dict[str, Api]]:
-    apis = setup_users(capped)
+def plain(tmp_path_factory) -> Iterator[Any]:
+    """The default [http] settings (no CORS)."""
+    c = start_guarded(tmp_path_factory.mktemp("plain"))
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def apis(plain) -> Iterator[dict[str, Api]]:
+    apis = setup_users(plain)
     yield apis
     for a in apis.values():
         a.close()
@@ -281,28 +290,30 @@ def test_a_request_that_arrives_in_time_is_served_despite_short_timeouts(guarded
 
 
 # --- the connection cap -------------------------------------------------------------------------
-def test_connections_beyond_the_cap_are_refused_while_the_api_answers(capped, apis):
+def test_connections_beyond_the_cap_are_refused_while_the_api_answers(capped):
     from websockets.sync.client import connect as ws_connect
 
-    tech = apis["tech"]
-    tech.ok("GET", "/task/status")  # its kept-alive connection is one of the cap
-    open0 = capped.http_connections()
+    base = f"http://127.0.0.1:{capped.http_port}"
+    normal = httpx.Client(base_url=base, timeout=60)  # one kept-alive connection of the cap
+    guest = normal.get("/api/v1/resource/software-info").json()["data"]["guest"]
+    headers = {"Authorization": f"Bearer {guest}"}
+    assert normal.get("/api/v1/task/status", headers=headers).status_code == 200
+    wait_until(lambda: capped.http_connections() == 1, 60, "only the normal client connected")
     fd0, th0 = open_fds(), threads()
-    cap = 24
     refused0 = capped.http_stats.refused
-    url = f"ws://127.0.0.1:{capped.http_port}/api/v1/events?token={tech.token}"
     held: list[socket.socket] = []
     extra: list[socket.socket] = []
-    with ws_connect(url, open_timeout=60):  # an upgraded WebSocket counts as a connection
-        try:
-            wait_until(lambda: capped.http_connections() > open0, 60, "the WebSocket counted")
-            held = connect(capped.http_port, cap - capped.http_connections())
-            wait_until(lambda: capped.http_connections() == cap, 60,
-                       lambda: f"{cap} open connections (now {capped.http_connections()})")
+    url = f"ws://127.0.0.1:{capped.http_port}/api/v1/events?token={guest}"
+    try:
+        with ws_connect(url, open_timeout=60):  # an upgraded WebSocket counts as a connection
+            wait_until(lambda: capped.http_connections() == 2, 60, "the WebSocket counted")
+            held = connect(capped.http_port, CAP - 2)
+            wait_until(lambda: capped.http_connections() == CAP, 60,
+                       lambda: f"{CAP} open connections (now {capped.http_connections()})")
             extra = connect(capped.http_port, 30)
             got = drip_until_closed(extra, b"GET /api/v1/task/status HTTP/1.1\r\nHost: x\r\n\r\n",
                                     b"", every=3600, timeout=120)
-            assert capped.http_stats.refused - refused0 >= 30
+            assert capped.http_stats.refused - refused0 == 30
             for raw in got.values():
                 if raw:  # the refusal, then EOF (a reset may come first on a busy machine)
                     status, body = envelope_of(raw)
@@ -310,14 +321,15 @@ def test_connections_beyond_the_cap_are_refused_while_the_api_answers(capped, ap
                     no_python_words(body)
             assert any(got.values()), "no refused connection read its 429 answer"
             for _ in range(5):  # the API keeps answering on the connections it has
-                tech.ok("GET", "/task/status")
-            assert capped.http_connections() == cap
-        finally:
-            for s in held + extra:
-                s.close()
-    wait_until(lambda: capped.http_connections() <= open0, 60, "the held connections to close")
-    with httpx.Client(base_url=f"http://127.0.0.1:{capped.http_port}", timeout=60) as c:
-        assert c.get("/api/v1/resource/software-info").status_code == 200  # room again
+                assert normal.get("/api/v1/task/status", headers=headers).status_code == 200
+            assert capped.http_connections() == CAP
+    finally:
+        for s in held + extra:
+            s.close()
+    wait_until(lambda: capped.http_connections() <= 1, 60, "the held connections to close")
+    normal.close()
+    with httpx.Client(base_url=base, timeout=60) as c:  # room again for a new client
+        assert c.get("/api/v1/resource/software-info").status_code == 200
     settle(fd0, th0)
 
 
@@ -361,11 +373,11 @@ def test_cors_preflight_refused(guarded, origin, method, headers, field):
     no_python_words(body)
 
 
-def test_no_cors_by_default(capped):
-    r = preflight(capped, ORIGIN)
+def test_no_cors_by_default(plain):
+    r = preflight(plain, ORIGIN)
     assert r.status_code == 405 and "access-control-allow-origin" not in r.headers
     assert r.json()["code"] == CODES["NO_METHOD"]
-    with httpx.Client(base_url=f"http://127.0.0.1:{capped.http_port}", timeout=60) as c:
+    with httpx.Client(base_url=f"http://127.0.0.1:{plain.http_port}", timeout=60) as c:
         r = c.get("/api/v1/resource/software-info", headers={"Origin": ORIGIN})
         assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
 
@@ -421,8 +433,8 @@ def test_a_5000_digit_integer_in_any_body(apis, op, no_internal_errors):
         assert_refused(send(apis, op, content.encode()), CODES["MALFORMED"])
 
 
-def test_a_5000_digit_integer_at_login_unauthenticated(capped, no_internal_errors):
-    api = Api(capped)
+def test_a_5000_digit_integer_at_login_unauthenticated(plain, no_internal_errors):
+    api = Api(plain)
     try:
         r = api.post("/auth/login", content=f'{{"username": "admin", "password": {HUGE}}}'.encode(),
                      headers={"Content-Type": "application/json"})

@@ -210,8 +210,9 @@ class GuardedH11Protocol(H11Protocol):
         now = self.loop.time()
         if self._phase == "body" and now < self._deadline:
             stalled_since = self._last_data
-            if self.flow.read_paused:  # the application is behind, not the client
-                stalled_since = now
+            cycle = self.cycle
+            if self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue):
+                stalled_since = now  # the application is behind (or has not asked), not the client
             wake = min(stalled_since + self.limits.body_timeout, self._deadline)
             if wake > now:
                 self._guard = self.loop.call_at(wake, self._expired)
@@ -239,6 +240,13 @@ class GuardedH11Protocol(H11Protocol):
         if answer:
             self.transport.write(raw_reply(408, err))
         self.transport.close()
+
+
+def close_refused(stats: ListenerStats) -> None:
+    """Reset the refused connections still lingering (when the listener stops)."""
+    for protocol in list(stats._refusing):
+        if protocol.transport is not None:
+            protocol.transport.abort()
 
 
 def guarded_protocol(limits: ListenerLimits, stats: ListenerStats) -> type[GuardedH11Protocol]:
