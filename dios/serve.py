@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from dios.config import Config, ConfigError, HttpConfig, load_config
+from dios.config import Config, ConfigError, HttpConfig, RpcConfig, load_config
 from dios.shim.listener import ListenerStats
 
 if TYPE_CHECKING:
@@ -54,6 +54,14 @@ def http_settings(config: Config) -> HttpConfig:
     if isinstance(http, HttpConfig):
         return http
     return HttpConfig(host=http.host, port=http.port)
+
+
+def rpc_settings(config: Config) -> RpcConfig:
+    """The ``[rpc]`` settings of ``config``; a bare host and port gets the default limits."""
+    rpc = config.rpc
+    if isinstance(rpc, RpcConfig):
+        return rpc
+    return RpcConfig(host=rpc.host, port=rpc.port)
 
 
 #: The data directory's subdirectories (all private to the server's user).
@@ -210,8 +218,10 @@ class Console:
                                          access_log=False, ws="websockets-sansio",
                                          timeout_graceful_shutdown=10,
                                          **limits.uvicorn_options(self.http_stats)))
-        rpc = self.rpc = RpcServer(self.services, ops, self.engine.hub, cfg.rpc.host,
-                                   cfg.rpc.port, **self.rpc_options)
+        rpc_cfg = rpc_settings(cfg)
+        rpc = self.rpc = RpcServer(self.services, ops, self.engine.hub, rpc_cfg.host,
+                                   rpc_cfg.port,
+                                   **{**rpc_cfg.server_options(), **self.rpc_options})
         await rpc.start()
         self.rpc_port = rpc.port
         http_task = asyncio.create_task(server.serve())
@@ -222,7 +232,7 @@ class Console:
             await asyncio.sleep(0.01)
         self.http_port = server.servers[0].sockets[0].getsockname()[1]
         log.info("HTTP on %s:%d, MessagePack-RPC on %s:%d", http.host, self.http_port,
-                 cfg.rpc.host, self.rpc_port)
+                 rpc_cfg.host, self.rpc_port)
         self._ready.set()
         try:
             await self._stop.wait()

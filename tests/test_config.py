@@ -127,3 +127,31 @@ def test_sections_are_registered_once():
     from dios.config import SECTIONS
 
     assert {"http", "rpc", "database", "devices", "acquisition"} <= set(SECTIONS)
+
+
+def test_listener_keys_reach_the_running_servers(tmp_path):
+    """A console started from a file applies its [http] and [rpc] limits."""
+    from dios.serve import Console
+
+    p = tmp_path / "dios.toml"
+    p.write_text(f"data_dir = '{tmp_path / 'data'}'\n"
+                 "[http]\nport = 0\nmax_connections = 9\nheader_timeout = 2\nbody_timeout = 3\n"
+                 "idle_timeout = 4\ncors_origins = ['http://ui.example']\n"
+                 "[rpc]\nport = 0\nmax_connections = 11\nmax_connections_per_address = 5\n"
+                 "idle_timeout = 60\nauth_timeout = 7\nmax_subscriptions = 3\n"
+                 "max_subscriptions_per_user = 6\nmax_pending_bytes = 1048576\nwrite_timeout = 2\n"
+                 "[devices]\npanel = 'FLUORO_1024'\n")
+    console = Console(load_config(p), calibrate=False,
+                      auth_options={"scrypt_params": (2**10, 8, 1)}).start()
+    try:
+        uv = console.http_server.config
+        assert uv.http_protocol_class.limits.max_connections == 9
+        assert (uv.http_protocol_class.limits.header_timeout,
+                uv.http_protocol_class.limits.body_timeout, uv.timeout_keep_alive) == (2.0, 3.0, 4.0)
+        assert console.shim.cors_origins == ("http://ui.example",)
+        rpc = console.rpc
+        assert (rpc.max_connections, rpc.max_connections_per_address, rpc.idle_timeout,
+                rpc.auth_timeout, rpc.max_subscriptions, rpc.max_subscriptions_per_user,
+                rpc.max_pending_bytes, rpc.write_timeout) == (11, 5, 60.0, 7.0, 3, 6, 1 << 20, 2.0)
+    finally:
+        console.stop()
