@@ -327,6 +327,8 @@ def test_connections_beyond_the_cap_are_refused_while_the_api_answers(capped):
         for s in held + extra:
             s.close()
     wait_until(lambda: capped.http_connections() <= 1, 60, "the held connections to close")
+    wait_until(lambda: capped.http_stats.lingering == 0, 60,
+               lambda: f"no refused connection lingering (now {capped.http_stats.lingering})")
     normal.close()
     with httpx.Client(base_url=base, timeout=60) as c:  # room again for a new client
         assert c.get("/api/v1/resource/software-info").status_code == 200

@@ -121,8 +121,9 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_guard()
         if self.refused:
-            self.stats.lingering -= 1
-            self.stats._refusing.discard(self)
+            if self in self.stats._refusing:
+                self.stats.lingering -= 1
+                self.stats._refusing.discard(self)
             return
         super().connection_lost(exc)
 
