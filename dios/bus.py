@@ -76,6 +76,11 @@ class _Worker:
         self.device = device
         self.hub = hub
         self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        #: requests queued or running (under ``gate``); a query runs inline only at 0
+        self.pending = 0
+        self.gate = threading.Lock()
+        #: held while a request executes, by the worker or by an inline query
+        self.executing = threading.Lock()
         self.thread = threading.Thread(target=self.run, daemon=True,
                                        name=f"dios-dev-{device.uri.rsplit('/', 1)[-1]}")
         self.served = 0
@@ -86,18 +91,49 @@ class _Worker:
             if item is _STOP:
                 return
             req, fut = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            reply = self.execute(req)
-            with fut.settle:
-                late = fut.abandoned
-                if not late:
-                    self.hub.publish(reply_event(req, reply))
-                fut.set_result(reply)
-            if late:
-                # the client already got TIMEOUT: publish the late outcome so nothing
-                # that changed the device goes unreported
-                self.hub.publish(reply_event(req, reply, late=True))
+            try:
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                with self.executing:
+                    reply = self.execute(req)
+                with fut.settle:
+                    late = fut.abandoned
+                    if not late:
+                        self.hub.publish(reply_event(req, reply))
+                    fut.set_result(reply)
+                if late:
+                    # the client already got TIMEOUT: publish the late outcome so nothing
+                    # that changed the device goes unreported
+                    self.hub.publish(reply_event(req, reply, late=True))
+            finally:
+                with self.gate:
+                    self.pending -= 1
+
+    def enqueue(self, req: Request, fut: _Pending) -> None:
+        """Queue ``req`` (``queue.Full`` when the device's queue is full)."""
+        with self.gate:
+            self.queue.put_nowait((req, fut))
+            self.pending += 1
+
+    def run_inline(self, req: Request, fut: _Pending) -> bool:
+        """Run a query on the caller's thread if nothing is queued or running; True if it
+        ran (``fut`` then holds its reply)."""
+        with self.gate:
+            if self.pending or not self.executing.acquire(blocking=False):
+                return False
+            self.pending += 1
+        try:
+            fut.set_running_or_notify_cancel()
+            try:
+                reply = self.execute(req)
+            finally:
+                self.executing.release()
+            self.hub.publish(reply_event(req, reply))
+            fut.set_result(reply)
+        finally:
+            with self.gate:
+                self.pending -= 1
+        return True
 
     def execute(self, req: Request) -> Reply:
         self.served += 1
@@ -173,13 +209,19 @@ class DeviceBus:
         self.stop()
 
     # --- requests ------------------------------------------------------------------------
-    def submit(self, req: Request) -> Future[Reply]:
+    def submit(self, req: Request, inline: bool = False) -> Future[Reply]:
         """Queue ``req`` for its device; the future always resolves to a Reply, which is
         published as a ``reply`` event too (a refusal at once, a device's reply when its
-        command finishes)."""
-        return self._submit(req)
+        command finishes).
 
-    def _submit(self, req: Request) -> _Pending:
+        ``inline``: a query (a command that only reads the device's state, see
+        :func:`dios.devices.base.command`) runs at once on the caller's thread when the
+        device has nothing queued or running, in the same order it would have had in the
+        queue; the future is then already done. For callers on an event loop that should
+        not wait for a thread to answer a read."""
+        return self._submit(req, inline)
+
+    def _submit(self, req: Request, inline: bool = False) -> _Pending:
         fut = _Pending()
         try:
             if not self._running:
@@ -188,8 +230,10 @@ class DeviceBus:
             worker = self._workers.get(req.deviceUri)
             if worker is None:
                 raise DiosError(UNKNOWN_DEVICE, req.deviceUri)
+            if inline and req.reqName in worker.device.queries and worker.run_inline(req, fut):
+                return fut
             try:
-                worker.queue.put_nowait((req, fut))
+                worker.enqueue(req, fut)
             except queue.Full:
                 raise DiosError(BUSY, f"{req.deviceUri} queue full") from None
         except DiosError as err:

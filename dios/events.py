@@ -1,8 +1,9 @@
 """Event publication with per-subscriber queues, so no subscriber can stall the bus.
 
-Each subscription owns a bounded queue and a delivery thread. ``publish`` never blocks:
-when a slow subscriber's queue is full the oldest event is dropped and counted
-(``Subscription.dropped``). A subscriber that raises is logged and counted
+Each subscription owns a bounded queue and a delivery thread (a *tap*, for bridges that
+fan out themselves, runs a non-blocking callback on the publishing thread instead).
+``publish`` never blocks: when a slow subscriber's queue is full the oldest event is
+dropped and counted (``Subscription.dropped``). A subscriber that raises is logged and counted
 (``Subscription.errors``) and keeps receiving.
 """
 
@@ -26,17 +27,18 @@ class Subscription:
     """A live subscription; ``close()`` it when done."""
 
     def __init__(self, hub: EventHub, pattern: str, kinds: Iterable[str] | None,
-                 handler: Handler | None, maxsize: int) -> None:
+                 handler: Handler | None, maxsize: int, direct: bool = False) -> None:
         self.hub = hub
         self.pattern = pattern
         self.kinds = frozenset(kinds) if kinds else None
         self.handler = handler
+        self.direct = direct
         self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self.dropped = 0
         self.errors = 0
         self.closed = False
         self._thread: threading.Thread | None = None
-        if handler is not None:
+        if handler is not None and not direct:
             self._thread = threading.Thread(target=self._deliver, daemon=True,
                                             name=f"dios-sub-{pattern}")
             self._thread.start()
@@ -45,7 +47,16 @@ class Subscription:
         return (self.kinds is None or event.kind in self.kinds) and matches(self.pattern, event.deviceUri)
 
     def offer(self, event: Event) -> None:
-        """Queue ``event`` without blocking, dropping the oldest if full."""
+        """Queue ``event`` without blocking, dropping the oldest if full (a tap: hand it to
+        the callback at once)."""
+        if self.direct:
+            if event is not _STOP:
+                try:
+                    self.handler(event)  # type: ignore[misc]
+                except Exception:  # noqa: BLE001 - a tap's bug must not reach the publisher
+                    self.errors += 1
+                    log.exception("event tap %s raised", self.pattern)
+            return
         while True:
             try:
                 self.queue.put_nowait(event)
@@ -110,6 +121,17 @@ class EventHub:
         the caller pulls them with :meth:`Subscription.get`.
         """
         sub = Subscription(self, pattern, kinds, handler, maxsize)
+        with self._lock:
+            self._subs = [*self._subs, sub]
+        return sub
+
+    def tap(self, pattern: str, callback: Handler,
+            kinds: Iterable[str] | None = None) -> Subscription:
+        """A subscription whose ``callback`` runs on the publishing thread, at once, with
+        no thread or queue of its own. The callback must never block: it hands the event
+        on (for example to an event loop with ``call_soon_threadsafe``). For bridges that
+        fan out to many clients themselves; everything else uses :meth:`subscribe`."""
+        sub = Subscription(self, pattern, kinds, callback, 1, direct=True)
         with self._lock:
             self._subs = [*self._subs, sub]
         return sub

@@ -3,6 +3,7 @@ rules it is held to (one outcome per exposure, frames only into their own exposu
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -183,6 +184,20 @@ def test_raw_expose_is_refused_without_plan_or_armed_panel(room):
     services.task.deselect_image()
 
 
+@contextlib.contextmanager
+def wide_arm_window(eng):
+    """The panel stays armed for 5 minutes of wall time while a test drives the devices
+    step by step (the default window is 300 simulated s, 1.5 s of wall time at x200: a
+    busy machine may take longer to get the generator ready, and the closing window would
+    stand it down)."""
+    window = eng.detector.arm_window_s
+    eng.detector.arm_window_s = 300.0 * eng.clock.scale
+    try:
+        yield
+    finally:
+        eng.detector.arm_window_s = window
+
+
 def test_detector_abort_during_the_beam_stops_it_first(room):
     """A detector Abort that comes while the beam is on stops the beam before the panel
     stands down: the line is never off while X-rays are on."""
@@ -191,14 +206,15 @@ def test_detector_abort_during_the_beam_stops_it_first(room):
     sop = new_image(services)
     services.task.select_image(sop)
     check(eng.bus.call(GENERATOR, "SetParam_MS", "2000"))  # a long beam: 10 ms real at x200
-    check(eng.bus.call(DETECTOR, "Prepare"))
-    check(eng.bus.call(GENERATOR, "Prepare"))
-    wait_status(lambda: eng.generator.status_string, "GENERATOR_STATUS_READY", 60, "ready")
-    sub = eng.hub.subscribe(topics.EXPOSURE_URI)
-    terminated = line.terminated
-    services.task.device_command({"deviceUri": GENERATOR, "reqName": "Expose",
-                                  "reqTransaction": "race"})
-    check(eng.bus.call(DETECTOR, "Abort"))
+    with wide_arm_window(eng):
+        check(eng.bus.call(DETECTOR, "Prepare"))
+        check(eng.bus.call(GENERATOR, "Prepare"))
+        wait_status(lambda: eng.generator.status_string, "GENERATOR_STATUS_READY", 60, "ready")
+        sub = eng.hub.subscribe(topics.EXPOSURE_URI)
+        terminated = line.terminated
+        services.task.device_command({"deviceUri": GENERATOR, "reqName": "Expose",
+                                      "reqTransaction": "race"})
+        check(eng.bus.call(DETECTOR, "Abort"))
     assert not line.beam
     deadline = time.monotonic() + 60
     names = []
@@ -223,15 +239,16 @@ def test_a_late_frame_is_kept_unassigned_never_attached(room):
     eng, services = room
     unassigned = services.task.orphan_frames
     sub = eng.hub.subscribe(topics.EXPOSURE_URI)
-    check(eng.bus.call(DETECTOR, "Prepare"))
-    eng.xray_enable.panel_armed()
-    # a beam fired directly at the device layer, bypassing the lifecycle
-    check(eng.bus.call(GENERATOR, "Prepare"))
-    wait_status(lambda: eng.generator.status_string, "GENERATOR_STATUS_READY", 60, "ready")
-    check(eng.bus.request(Request(GENERATOR, "Expose", "", "svc", "service-tool")))
-    deadline = time.monotonic() + 60
-    while services.task.orphan_frames == unassigned and time.monotonic() < deadline:
-        time.sleep(0.01)
+    with wide_arm_window(eng):
+        check(eng.bus.call(DETECTOR, "Prepare"))
+        eng.xray_enable.panel_armed()
+        # a beam fired directly at the device layer, bypassing the lifecycle
+        check(eng.bus.call(GENERATOR, "Prepare"))
+        wait_status(lambda: eng.generator.status_string, "GENERATOR_STATUS_READY", 60, "ready")
+        check(eng.bus.request(Request(GENERATOR, "Expose", "", "svc", "service-tool")))
+        deadline = time.monotonic() + 60
+        while services.task.orphan_frames == unassigned and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert services.task.orphan_frames == unassigned + 1
     ev = sub.get(timeout=30)
     while ev is not None and ev.name != topics.FRAME_UNASSIGNED:

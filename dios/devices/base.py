@@ -41,16 +41,19 @@ current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar
 Handler = Callable[..., Any]
 
 
-def command(name: str, *, param: str = "none") -> Callable[[Handler], Handler]:
+def command(name: str, *, param: str = "none", query: bool = False) -> Callable[[Handler], Handler]:
     """Mark a method as the handler of ``reqName == name``.
 
     ``param`` documents what ``reqParam`` holds (``none``, ``float``, ``int``, ``str``, ...)
-    and is listed by the device's ``GetCommands``.
+    and is listed by the device's ``GetCommands``. ``query``: the handler only reads the
+    device's own state (never its link, never a wait, never a change), so the bus may run
+    it on the caller's thread when the device is idle (see :meth:`DeviceBus.submit`).
     """
 
     def mark(fn: Handler) -> Handler:
         fn.__dios_command__ = name  # type: ignore[attr-defined]
         fn.__dios_param__ = param  # type: ignore[attr-defined]
+        fn.__dios_query__ = query  # type: ignore[attr-defined]
         return fn
 
     return mark
@@ -67,11 +70,17 @@ class Device:
         self.hub = hub
         self.clock = clock
         self.commands: dict[str, Handler] = {}
+        #: commands that only read the device's state (``command(query=True)``)
+        self.queries: set[str] = set()
         for klass in reversed(type(self).__mro__):
             for attr in vars(klass).values():
                 name = getattr(attr, "__dios_command__", None)
                 if name:
                     self.commands[name] = getattr(self, attr.__name__)
+                    if getattr(attr, "__dios_query__", False):
+                        self.queries.add(name)
+                    else:
+                        self.queries.discard(name)
         self._job: threading.Thread | None = None
         self._job_name = ""
         self._cancel = threading.Event()
@@ -96,7 +105,7 @@ class Device:
             return "", out
         return str(out), {}
 
-    @command("GetCommands")
+    @command("GetCommands", query=True)
     def get_commands(self, param: str) -> tuple[str, dict]:
         cmds = {n: getattr(h, "__dios_param__", "none") for n, h in sorted(self.commands.items())}
         return ",".join(cmds), {"commands": cmds}

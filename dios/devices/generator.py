@@ -473,7 +473,7 @@ class Generator(Device):
             data["name"] = _MODE_NAMES[t.mode]
         return self._param_value(t, param), data
 
-    @command("GetParam_KV")
+    @command("GetParam_KV", query=True)
     def get_kv(self, p: str) -> tuple[str, dict]:
         return self._get("KV")
 
@@ -489,7 +489,7 @@ class Generator(Device):
     def dec_kv(self, p: str) -> tuple[str, dict]:
         return self._do_step("KV", p, -1)
 
-    @command("GetParam_MA")
+    @command("GetParam_MA", query=True)
     def get_ma(self, p: str) -> tuple[str, dict]:
         return self._get("MA")
 
@@ -505,7 +505,7 @@ class Generator(Device):
     def dec_ma(self, p: str) -> tuple[str, dict]:
         return self._do_step("MA", p, -1)
 
-    @command("GetParam_MS")
+    @command("GetParam_MS", query=True)
     def get_ms(self, p: str) -> tuple[str, dict]:
         return self._get("MS")
 
@@ -521,7 +521,7 @@ class Generator(Device):
     def dec_ms(self, p: str) -> tuple[str, dict]:
         return self._do_step("MS", p, -1)
 
-    @command("GetParam_MAS")
+    @command("GetParam_MAS", query=True)
     def get_mas(self, p: str) -> tuple[str, dict]:
         return self._get("MAS")
 
@@ -537,7 +537,7 @@ class Generator(Device):
     def dec_mas(self, p: str) -> tuple[str, dict]:
         return self._do_step("MAS", p, -1)
 
-    @command("GetParam_Focus")
+    @command("GetParam_Focus", query=True)
     def get_focus(self, p: str) -> tuple[str, dict]:
         return self._get("Focus")
 
@@ -553,7 +553,7 @@ class Generator(Device):
     def dec_focus(self, p: str) -> tuple[str, dict]:
         return self._do_step("Focus", p, -1)
 
-    @command("GetParam_AECField")
+    @command("GetParam_AECField", query=True)
     def get_aec_field(self, p: str) -> tuple[str, dict]:
         return self._get("AECField")
 
@@ -569,7 +569,7 @@ class Generator(Device):
     def dec_aec_field(self, p: str) -> tuple[str, dict]:
         return self._do_step("AECField", p, -1)
 
-    @command("GetParam_AECDensity")
+    @command("GetParam_AECDensity", query=True)
     def get_aec_density(self, p: str) -> tuple[str, dict]:
         return self._get("AECDensity")
 
@@ -585,7 +585,7 @@ class Generator(Device):
     def dec_aec_density(self, p: str) -> tuple[str, dict]:
         return self._do_step("AECDensity", p, -1)
 
-    @command("GetParam_Technique")
+    @command("GetParam_Technique", query=True)
     def get_technique(self, p: str) -> tuple[str, dict]:
         return self._get("Technique")
 
@@ -629,7 +629,7 @@ class Generator(Device):
         data["state"] = self.state.name
         return self.status_string, data
 
-    @command("GetLimits")
+    @command("GetLimits", query=True)
     def get_limits(self, p: str) -> tuple[str, dict]:
         lim = dataclasses.asdict(self.limits)
         lim["focus_ma_max"] = list(self.limits.focus_ma_max)

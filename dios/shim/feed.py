@@ -40,8 +40,6 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
 from dios.messages import Event, EventKind
 from dios.shim.events import event_message
 from dios.uri import matches
@@ -78,6 +76,15 @@ def strip_pixels(ev: Event) -> Event:
                 | {"shape": list(v.pixels.shape), "pixels_retained": False})
             if hasattr(v, "pixels") else v for k, v in ev.data.items()}
     return dataclasses.replace(ev, data=data)
+
+
+def approx_size(ev: Event) -> int:
+    """About how many bytes ``ev`` takes on the wire, cheaply (for the ring's byte bound):
+    the strings and byte strings of its top level counted, anything nested as 256 bytes."""
+    size = 192 + len(ev.deviceUri) + len(ev.name) + len(ev.value)
+    for key, value in ev.data.items():
+        size += len(key) + (len(value) if isinstance(value, (str, bytes, bytearray)) else 256)
+    return size
 
 
 def topic_of(uri: str) -> str:
@@ -194,8 +201,8 @@ class EventFeed:
         self._inbox: collections.deque[Event] = collections.deque()
         self._scheduled = False
         self._users = 0
-        self._hub_sub: Subscription | None = hub.subscribe("DIOS/*", handler=self._from_hub,
-                                                           maxsize=1 << 16)
+        self._thread = threading.get_ident()  # made on the loop's thread (for_loop)
+        self._hub_sub: Subscription | None = hub.tap("DIOS/*", self._from_hub)
 
     @classmethod
     def for_loop(cls, hub: EventHub, loop: asyncio.AbstractEventLoop,
@@ -227,13 +234,16 @@ class EventFeed:
         for sub in list(self.subs.values()):
             sub.close()
 
-    # --- from the hub (its delivery thread) --------------------------------------------------
+    # --- from the hub (the publishing thread: a tap) ------------------------------------------
     def _from_hub(self, ev: Event) -> None:
         self._inbox.append(ev)
         if not self._scheduled:
             self._scheduled = True
             try:
-                self.loop.call_soon_threadsafe(self._drain)
+                if threading.get_ident() == self._thread:
+                    self.loop.call_soon(self._drain)  # published on the loop itself
+                else:
+                    self.loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # the loop is closed
                 self._inbox.clear()
 
@@ -259,10 +269,7 @@ class EventFeed:
 
     def _retain(self, index: int, ev: Event) -> None:
         kept = strip_pixels(ev)
-        try:
-            size = len(msgpack.packb(event_message(kept, binary=True), use_bin_type=True))
-        except (TypeError, ValueError, OverflowError):
-            return
+        size = approx_size(kept)
         ring = self.rings.setdefault(topic_of(ev.deviceUri), _Ring())
         now = time.monotonic()
         ring.entries.append((index, kept, size, now))

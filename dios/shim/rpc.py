@@ -282,6 +282,8 @@ class _Connection:
         self.packer = msgpack.Packer(use_bin_type=True)
         self.out = _Outbox(server.max_pending_events, server.max_pending_bytes)
         self.wake = asyncio.Event()
+        #: the write loop is between writing a message and its drain
+        self.writing = False
         self.inflight = asyncio.Semaphore(server.max_inflight)
         self.blocking = asyncio.Semaphore(server.max_blocking)
         self.tasks: set[asyncio.Task] = set()
@@ -303,7 +305,15 @@ class _Connection:
     def respond(self, obj: Any) -> None:
         if self.closed:
             return
-        self.out.responses.append(self.pack(obj))
+        data = self.pack(obj)
+        out = self.out
+        transport = self.writer.transport
+        if (not out.responses and not out.notes and not out.drops and not self.writing
+                and transport.get_write_buffer_size() == 0):
+            transport.write(data)  # nothing ahead of it: straight out, no task switch
+            self.inflight.release()
+            return
+        out.responses.append(data)
         self.wake.set()
 
     def notify(self, method: str, params: list[Any]) -> None:
@@ -356,6 +366,7 @@ class _Connection:
             await self.wake.wait()
             self.wake.clear()
             while not self.closed and (out.responses or out.notes or out.drops):
+                self.writing = True
                 is_response = bool(out.responses)
                 if is_response:
                     data = out.responses.popleft()
@@ -373,6 +384,8 @@ class _Connection:
                                 self.peer, timeout)
                     self.abort()
                     return
+                finally:
+                    self.writing = False
 
     def abort(self) -> None:
         """Cut the connection at once: nothing more is written, its queues are freed."""
@@ -661,15 +674,38 @@ class _Connection:
             if queued is None:
                 return None
             request, fut = queued
-            wait = task.command_timeout
-            try:
-                reply = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), wait)
-            except TimeoutError:
-                reply = task.give_up_command(request, fut, wait)
+            if fut.done():  # a query the idle device answered at once
+                reply = fut.result()
+            else:
+                reply = await self.device_reply_of(request, fut, task.command_timeout)
             reply.raise_for_error()
         except DiosError as err:
             raise ReplyFailure(err, refused_reply(ctx, req, err)) from err
         return typed(op.full_reply, device_reply(ctx, reply))
+
+
+    async def device_reply_of(self, request: Any, fut: Any, wait: float) -> Any:
+        """The reply in ``fut`` (a device's future), or the bus's TIMEOUT after ``wait`` s."""
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Future = loop.create_future()
+
+        def settled(_: Any) -> None:
+            if not arrived.done():
+                arrived.set_result(True)
+
+        def from_device(f: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settled, f)
+
+        fut.add_done_callback(from_device)
+        timer = loop.call_later(wait, settled, None)
+        try:
+            await arrived
+        finally:
+            timer.cancel()
+        if fut.done() and not fut.cancelled():
+            return fut.result()
+        return self.server.services.task.give_up_command(request, fut, wait)
 
 
 # --- connection-level methods ------------------------------------------------------------------

@@ -178,14 +178,16 @@ class TaskService:
     def submit_device_command(self, request: dict[str, Any]) -> tuple[Request, Future[Reply]] | None:
         """Queue one device command without waiting: its request and the future of its
         reply (check it with :func:`check`; on a timeout hand it to the bus's
-        ``give_up``). ``None`` for the generator's ``Expose``, which goes through the
+        ``give_up``). A query of an idle device (a parameter read) is answered at once,
+        on the caller's thread: the future is then already done. ``None`` for the
+        generator's ``Expose``, which goes through the
         acquisition lifecycle: call :meth:`device_command` for it. For callers on an event
         loop; the X-ray enable line guards every other command as in :meth:`device_command`."""
         req = Request.from_mapping(request)
         parse(req.deviceUri)
         if req.deviceUri == GENERATOR and req.reqName == "Expose":
             return None
-        return req, self.bus.submit(req)
+        return req, self.bus.submit(req, inline=True)
 
     def give_up_command(self, req: Request, fut: Future[Reply], waited: float) -> Reply:
         """The reply of a command from :meth:`submit_device_command` whose caller stops
