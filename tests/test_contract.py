@@ -497,7 +497,7 @@ def test_catalogue_covers_every_method_with_schemas():
                                        "events.unsubscribe", "rpc.methods", "rpc.describe",
                                        "rpc.hello"}
     assert set(cat["notifications"]) == {"event", "events.dropped", "session.expired",
-                                         "session.revoked", "error"}
+                                         "session.revoked", "error", "events.closed"}
     assert NOTIFICATIONS["event"]["params"] == [{"$ref": "#/schemas/dios.Event"}]
     registry = {"schemas": cat["schemas"]}
     for name, entry in cat["methods"].items():

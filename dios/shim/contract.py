@@ -223,6 +223,15 @@ NOTIFICATIONS: dict[str, dict[str, Any]] = {
         "summary": "Events of a subscription were dropped because the client read too "
                    "slowly; sent before the subscription's next event",
         "params": [_ref("dios.rpc.Dropped")]},
+    "events.closed": {
+        "summary": "The server ended a subscription (its principal's role may no longer "
+                   "receive what it asked for, e.g. frames after a role change)",
+        "params": [{"type": "object", "required": ["subscription", "code", "description",
+                                                   "solution"],
+                    "properties": {"subscription": {"type": "integer"},
+                                   "code": {"type": "string"},
+                                   "description": {"type": "string"},
+                                   "solution": {"type": "string"}}}]},
     "session.expired": {
         "summary": "The connection's token expired: authenticate again",
         "params": [_ref("dios.rpc.SessionEnded")]},
