@@ -530,3 +530,33 @@ def test_wrong_types_are_named_in_json_words(apis, no_internal_errors):
     r = apis["tech"].post("/study", content=b"{not json", headers={"Content-Type": "application/json"})
     body = assert_refused(r, CODES["MALFORMED"])
     assert "line 1 column 2" in body["description"], body
+
+
+@pytest.mark.parametrize("value,code,field", [
+    ({"weight": 2**64 - 1}, "INVALID", "weight"),           # a MessagePack uint64
+    ({"weight": -(2**63) - 1}, "INVALID", "weight"),
+    ({"weight": float("nan")}, "INVALID", "weight"),
+    ({"weight": float("-inf")}, "INVALID", "weight"),
+    ({"views": [{"view_id": "\ud800"}]}, "INVALID", "views[0].view_id"),
+    ({"views": ({"view_id": "a\x00"},)}, "INVALID", "views[0].view_id"),
+    ({"\udc00": 1}, "INVALID", ""),
+    ({"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}, "MALFORMED", None),
+])
+def test_values_from_any_transport_are_checked_before_the_services(value, code, field):
+    """The same walk serves JSON bodies and MessagePack-RPC parameters."""
+    from dios.codes import DiosError
+    from dios.shim.dispatch import check_values
+
+    with pytest.raises(DiosError) as exc:
+        check_values(value)
+    assert exc.value.code.hex == CODES[code]
+    if field is not None:
+        assert exc.value.data.get("field") == field
+    assert not PYTHON_WORDS.search(exc.value.description())
+
+
+def test_ordinary_values_pass_the_check():
+    from dios.shim.dispatch import check_values
+
+    check_values({"weight": 2**63 - 1, "ratio": 1e308, "ok": True, "none": None, "data": b"\x00",
+                  "views": [{"view_id": "View_DX_T_A_SK_AP_00", "name": "狗 Ω"}]})

@@ -23,7 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dios.codes import INVALID_FIELD, MISSING_FIELD, NOT_AUTHENTICATED, DiosError
+from dios.codes import (
+    INVALID_FIELD,
+    MALFORMED_REQUEST,
+    MISSING_FIELD,
+    NOT_AUTHENTICATED,
+    DiosError,
+)
 from dios.shim.envelope import Blob, ReplyFailure, typed
 
 if TYPE_CHECKING:
@@ -160,6 +166,48 @@ def text_problem(text: str) -> str:
     if bad.group() == "\x00":
         return "contains a NUL character"
     return "is not valid Unicode text (an unpaired surrogate)"
+
+
+#: how deep arrays and objects may nest in what a client sends
+MAX_DEPTH = 32
+
+
+def check_values(value: Any, root: str = "", max_depth: int = MAX_DEPTH) -> None:
+    """Refuse what JSON or MessagePack may carry but no service should see: nesting deeper
+    than ``max_depth`` (MALFORMED_REQUEST), text that is not valid Unicode (an unpaired
+    surrogate such as ``"\\ud800"``) or holds a NUL character, integers beyond 64 bits,
+    NaN and infinities (INVALID_FIELD naming the field: ``views[0].view_id``; ``root``
+    names ``value`` itself when it is bound to one parameter)."""
+    stack: list[tuple[Any, str, int]] = [(value, root, 1)]
+    while stack:
+        item, where, depth = stack.pop()
+        name = where or "the request"
+        if isinstance(item, str):
+            problem = text_problem(item)
+            if problem:
+                raise DiosError(INVALID_FIELD, f"{name} {problem}", field=name)
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if not INT64_MIN <= item <= INT64_MAX:
+                raise DiosError(INVALID_FIELD, f"{name} is outside the 64-bit integer range",
+                                field=name)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise DiosError(INVALID_FIELD, f"{name} must be a finite number", field=name)
+        elif isinstance(item, (dict, list, tuple)):
+            if depth > max_depth:
+                raise DiosError(MALFORMED_REQUEST, f"nested deeper than {max_depth} levels")
+            if isinstance(item, dict):
+                for key, sub in item.items():
+                    if isinstance(key, str):
+                        problem = text_problem(key)
+                        if problem:
+                            raise DiosError(INVALID_FIELD, f"a field name in {name} {problem}",
+                                            field=where)
+                    stack.append((sub, f"{where}.{key}" if where else str(key), depth + 1))
+            else:
+                stack.extend((sub, f"{where}[{i}]", depth + 1) for i, sub in enumerate(item))
 
 
 def _integer_in_range(p: Param, value: int) -> int:

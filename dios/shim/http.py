@@ -66,7 +66,7 @@ from dios.codes import (
     UNSUPPORTED_MEDIA,
     DiosError,
 )
-from dios.shim.dispatch import Context, Operation, check_access, dispatch, text_problem
+from dios.shim.dispatch import MAX_DEPTH, Context, Operation, check_access, check_values, dispatch
 from dios.shim.envelope import Blob, failure, internal_error, language_of, success
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 #: how deep JSON arrays and objects may nest in a request body
-MAX_JSON_DEPTH = 32
+MAX_JSON_DEPTH = MAX_DEPTH
 #: JSON integers must fit a signed 64-bit integer (the database's, and other clients')
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -151,33 +151,6 @@ def _json_constant(name: str) -> Any:
     raise DiosError(MALFORMED_REQUEST, f"{name} is not a JSON number")
 
 
-def check_json(value: Any, root: str = "", max_depth: int = MAX_JSON_DEPTH) -> None:
-    """Refuse what JSON may carry but no service should see: nesting deeper than
-    ``max_depth``, and text that is not valid Unicode (an unpaired surrogate such as
-    ``"\\ud800"``) or holds a NUL character. INVALID_FIELD names the field (``views[0].view_id``;
-    ``root`` names the body itself when it is bound to one parameter)."""
-    stack: list[tuple[Any, str, int]] = [(value, root, 1)]
-    while stack:
-        item, where, depth = stack.pop()
-        if isinstance(item, str):
-            problem = text_problem(item)
-            if problem:
-                name = where or "the body"
-                raise DiosError(INVALID_FIELD, f"{name} {problem}", field=name)
-        elif isinstance(item, (dict, list)):
-            if depth > max_depth:
-                raise DiosError(MALFORMED_REQUEST, f"JSON nested deeper than {max_depth} levels")
-            if isinstance(item, dict):
-                for key, sub in item.items():
-                    problem = text_problem(key)
-                    if problem:
-                        name = f"a field name in {where or 'the body'}"
-                        raise DiosError(INVALID_FIELD, f"{name} {problem}", field=where or "")
-                    stack.append((sub, f"{where}.{key}" if where else key, depth + 1))
-            else:
-                stack.extend((sub, f"{where}[{i}]", depth + 1) for i, sub in enumerate(item))
-
-
 def parse_json(body: bytes, want: type, name: str = "") -> Any:
     """Decode a JSON body of type ``want`` (dict or list); MALFORMED_REQUEST otherwise
     (and for numbers beyond 64-bit integers or doubles, NaN and Infinity, nesting deeper
@@ -196,7 +169,7 @@ def parse_json(body: bytes, want: type, name: str = "") -> Any:
     except RecursionError:
         raise DiosError(MALFORMED_REQUEST,
                         f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
-    check_json(value, name)
+    check_values(value, name)
     if not isinstance(value, want):
         kind = "an object" if want is dict else "an array"
         raise DiosError(MALFORMED_REQUEST, f"the body must be {kind}")
