@@ -9,7 +9,7 @@ SOURCES := setup.py pyproject.toml $(wildcard native/*.pyx native/*.pxd)
 # The import contracts (layers of the packages); see the file's comments and README's Layout.
 IMPORT_CONTRACTS := .importlinter
 
-.PHONY: demo test bench soak lint clean install _apt
+.PHONY: demo test bench soak fuzz lint clean install _apt
 
 install: $(STAMP)
 
@@ -54,6 +54,13 @@ soak: $(STAMP)
 		DIOS_SAFETY_REPORT=bench/results/soak-safety.json \
 		$(BIN)/python -m pytest tests/test_exposure_safety.py -s -q -o timeout=7200
 	@cat bench/results/soak-safety.json
+
+# The OpenAPI fuzz at ten times the bound of `make test`: schemathesis over every operation
+# of the live server, no 5xx and no Python names in any description.
+FUZZ_REQUESTS ?= 20000
+fuzz: $(STAMP)
+	DIOS_FUZZ_REQUESTS=$(FUZZ_REQUESTS) $(BIN)/python -m pytest tests/test_openapi_fuzz.py \
+		-s -q -p no:randomly -o timeout=3600
 
 # ruff, then import-linter on the contracts file (no cache directory left in the tree).
 lint: $(STAMP)

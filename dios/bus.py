@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import secrets
 import threading
 from concurrent.futures import Future
 from typing import Any
@@ -142,9 +143,11 @@ class _Worker:
             return Reply.success(req, result, data)
         except DiosError as err:
             return Reply.failure(req, err)
-        except Exception as exc:  # noqa: BLE001 - never let a handler bug kill the worker
-            log.exception("handler %s on %s crashed", req.reqName, req.deviceUri)
-            return Reply.failure(req, DiosError(INTERNAL, type(exc).__name__))
+        except Exception:  # noqa: BLE001 - never let a handler bug kill the worker
+            incident = secrets.token_hex(4)
+            log.exception("incident %s: handler %s on %s crashed", incident, req.reqName,
+                          req.deviceUri)
+            return Reply.failure(req, DiosError(INTERNAL, f"incident {incident}"))
 
 
 class DeviceBus:

@@ -32,7 +32,7 @@ def parse(uri: object) -> str:
     'Generator'
     """
     if not isinstance(uri, str):
-        raise DiosError(BAD_URI, f"expected a string, got {type(uri).__name__}")
+        raise DiosError(BAD_URI, "a device URI is a string such as DIOS/DEVICE/Generator")
     parts = uri.split("/")
     if len(parts) != 3 or parts[0] != ROOT or parts[1] != DEVICE_CLASS or not _NAME.match(parts[2]):
         raise DiosError(BAD_URI, repr(uri)[:80])

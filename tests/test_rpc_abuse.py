@@ -414,3 +414,105 @@ def test_a_retried_exposure_with_the_same_request_id_returns_the_first_outcome(c
     err, _ = retry.call("study.get", {"study_id": "x"}, {"requestId": 5})
     assert err["code"] == "0x030003"
     retry.close()
+
+
+def test_a_reader_that_falls_behind_is_told_how_many_events_it_lost(console, apis, monkeypatch):
+    # a small queue and a patient server: the reader is not cut, its oldest events go
+    monkeypatch.setattr(console.rpc, "max_pending_events", 32)
+    monkeypatch.setattr(console.rpc, "write_timeout", 120.0)
+    quiet(console)
+    slow = session(console, apis["tech"].token)
+    sid = slow.ok("events.subscribe", {"pattern": GEN, "kinds": ["param"]})["subscription"]
+    conn = next(c for c in console.rpc._conns if sid in c.subs)
+    bus = console.engine.bus
+    kv = 60
+    deadline = time.monotonic() + 120
+    while conn.subs[sid].dropped < 100:  # the client reads nothing meanwhile
+        assert time.monotonic() < deadline, "no event was ever dropped"
+        kv = 61 if kv == 60 else 60
+        bus.call(GEN, "SetParam_KV", str(kv), "flood", "flood")
+    bus.call(GEN, "SetParam_KV", "77", "flood-end", "flood")
+    events, notices = [], []
+    while True:
+        msg = slow.read_message()
+        if msg[1] == "events.dropped":
+            notices.append(msg[2][0])
+        elif msg[1] == "event":
+            events.append(msg[2][0])
+            if msg[2][0]["reqTransaction"] == "flood-end":
+                break
+    sseqs = [e["sseq"] for e in events]
+    gaps = sum(b - a - 1 for a, b in zip(sseqs, sseqs[1:], strict=False))
+    told = sum(n["dropped"] for n in notices)
+    assert notices and told >= 100 and all(n["subscription"] == sid for n in notices)
+    assert gaps + (sseqs[0] - 1) == told  # every gap in sseq was announced, nothing else
+    assert notices[-1]["total_dropped"] == conn.subs[sid].dropped == told
+    assert sseqs == sorted(sseqs) and events[-1]["value"] == "77"
+    slow.close()
+
+
+# --- the WebSocket stream ---------------------------------------------------------------------------
+def ws_url(console, token: str) -> str:
+    return f"ws://127.0.0.1:{console.http_port}/api/v1/events?token={token}"
+
+
+def ws_events_until(ws, done) -> list[dict]:
+    import json
+
+    out = []
+    while True:
+        msg = json.loads(ws.recv(timeout=60))
+        if msg["type"] == "event":
+            out.append(msg)
+            if done(msg):
+                return out
+
+
+def test_websocket_guest_sees_no_patient_events_and_resumes_after_a_reconnect(console, apis):
+    import json
+
+    from websockets.sync.client import connect
+
+    tech = apis["tech"]
+    with connect(ws_url(console, apis["guest"].token)) as guest, \
+            connect(ws_url(console, tech.token)) as staff:
+        for ws in (guest, staff):
+            ws.send(json.dumps({"type": "subscribe", "pattern": "all"}))
+            assert json.loads(ws.recv(timeout=60))["type"] == "subscribed"
+        study = register(tech)
+        command(tech, "GetParam_KV", tx="ws-marker")
+        seen_staff = ws_events_until(staff, is_marker("ws-marker"))
+        seen_guest = ws_events_until(guest, is_marker("ws-marker"))
+        assert any(e["uri"] == f"DIOS/STUDY/{study['study_id']}" for e in seen_staff)
+        assert not [e for e in seen_guest if e["uri"].startswith("DIOS/STUDY/")]
+        last = seen_staff[-1]["seq"]
+    for kv in ("72", "73"):
+        command(tech, "SetParam_KV", kv, tx=f"ws-missed-{kv}")
+    with connect(ws_url(console, tech.token)) as again:
+        again.send(json.dumps({"type": "subscribe", "pattern": GEN, "kinds": ["param"],
+                               "resume_from": last}))
+        reply = json.loads(again.recv(timeout=60))
+        assert reply["type"] == "subscribed" and reply["complete"] is True
+        assert reply["replayed"] >= 2
+        got = ws_events_until(again, lambda e: e["reqTransaction"] == "ws-missed-73"
+                              and e["name"] == "KV")
+        assert [e["value"] for e in got if e["name"] == "KV"] == ["72", "73"]
+        assert [e["sseq"] for e in got] == list(range(1, len(got) + 1))
+
+
+def test_websocket_subscriptions_are_capped_per_connection_and_per_user(console, apis):
+    import json
+
+    from websockets.sync.client import connect
+
+    with connect(ws_url(console, apis["guest"].token)) as a:
+        codes = []
+        for _ in range(40):
+            a.send(json.dumps({"type": "subscribe", "pattern": "device"}))
+            msg = json.loads(a.recv(timeout=60))
+            codes.append(msg.get("code", msg["type"]))
+        assert codes.count("subscribed") == 32 and set(codes) == {"subscribed", "0x030008"}
+        err = None
+        a.send(json.dumps({"type": "subscribe", "pattern": "device", "frames": True}))
+        err = json.loads(a.recv(timeout=60))
+        assert err["type"] == "error"

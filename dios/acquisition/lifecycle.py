@@ -44,6 +44,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import secrets
 import threading
 import time
 from concurrent.futures import Future
@@ -536,9 +537,12 @@ class AcquisitionLifecycle:
                 self.fsm.fire("stored")
                 self._current = None
         except Exception as exc:  # noqa: BLE001 - every failure is this exposure's outcome
-            err = exc if isinstance(exc, DiosError) else DiosError(INTERNAL, type(exc).__name__)
-            if not isinstance(exc, DiosError):
-                log.exception("storing the exposure of %s failed", sop)
+            if isinstance(exc, DiosError):
+                err = exc
+            else:
+                incident = secrets.token_hex(4)
+                log.exception("incident %s: storing the exposure of %s failed", incident, sop)
+                err = DiosError(INTERNAL, f"incident {incident}")
             discard(exp.ctx)
             with self._lock:
                 self.fsm.fire_if("store_failed")

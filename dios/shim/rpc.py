@@ -97,7 +97,14 @@ from dios.codes import (
 from dios.shim.api import REQUEST_FIELDS, device_reply, refused_reply
 from dios.shim.contract import CONNECTION_METHODS as CONTRACT_METHODS
 from dios.shim.contract import catalogue, handshake
-from dios.shim.dispatch import REPLY_FLAG, Context, Operation, dispatch, validate
+from dios.shim.dispatch import (
+    REPLY_FLAG,
+    Context,
+    Operation,
+    check_values,
+    dispatch,
+    validate,
+)
 from dios.shim.envelope import (
     Blob,
     ReplyFailure,
@@ -547,6 +554,8 @@ class _Connection:
             raise DiosError(INVALID_FIELD, "params[0] must be a map of named arguments")
         if not isinstance(meta, dict):
             raise DiosError(INVALID_FIELD, "params[1] must be a map (token, language, ...)")
+        check_values(args)  # no unpaired surrogates, NUL, huge integers, NaN, deep nesting
+        check_values(meta, "meta")
         rid = meta.get("requestId")
         if rid is not None and (not isinstance(rid, str) or not rid
                                 or len(rid) > MAX_REQUEST_ID):

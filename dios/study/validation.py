@@ -38,6 +38,23 @@ _LINE_BREAK = re.compile(r"[\r\n\t]")
 _MAX_INT = 10_000
 
 
+def _kind(value: Any) -> str:
+    """The JSON word for ``value``'s type (what a client sent, in its own terms)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, (bytes, bytearray)):
+        return "binary"
+    return "string" if isinstance(value, str) else "a value of another kind"
+
+
 def _invalid(name: str, why: str) -> DiosError:
     return DiosError(INVALID_FIELD, f"{name}: {why}", field=name)
 
@@ -45,7 +62,7 @@ def _invalid(name: str, why: str) -> DiosError:
 def _text(max_len: int, multiline: bool = False) -> Callable[[str, Any], str]:
     def check(name: str, value: Any) -> str:
         if not isinstance(value, str):
-            raise _invalid(name, f"must be a string, got {type(value).__name__}")
+            raise _invalid(name, f"must be a string, got {_kind(value)}")
         if len(value) > max_len:
             raise _invalid(name, f"longer than {max_len} characters")
         if _CONTROL.search(value) or (not multiline and _LINE_BREAK.search(value)):
