@@ -516,3 +516,22 @@ def test_websocket_subscriptions_are_capped_per_connection_and_per_user(console,
         a.send(json.dumps({"type": "subscribe", "pattern": "device", "frames": True}))
         err = json.loads(a.recv(timeout=60))
         assert err["type"] == "error"
+
+
+def test_http_request_id_makes_a_retried_exposure_return_the_first_outcome(console, apis):
+    tech = apis["tech"]
+    study = register(tech)
+    sop = images_of(study)[0]["sop_instance_id"]
+    stored0 = console.services.task.lifecycle.stored
+    headers = {"Request-Id": "http-expose-1"}
+    first = tech.post("/task/image/expose", json={"instance_uid": sop}, headers=headers)
+    again = tech.post("/task/image/expose", json={"instance_uid": sop}, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json()
+    assert console.services.task.lifecycle.stored == stored0 + 1
+    other = tech.post("/task/image/expose", json={"instance_uid": sop},
+                      headers={"Request-Id": "http-expose-2"})
+    assert other.status_code == 409  # a new id is a new request: already exposed
+    bad = tech.post("/task/image/expose", json={"instance_uid": sop},
+                    headers={"Request-Id": "x" * 200})
+    assert bad.status_code == 400 and bad.json()["data"]["field"] == "Request-Id"

@@ -7,6 +7,12 @@ headers: ``Language`` (``en``/``zh``: localized descriptions and names), ``Produ
 recorded with the request) and ``Authorization: Bearer <token>``. Every reply is the
 envelope ``{code, description, solution, data}``; file downloads are the raw bytes.
 
+A request with a ``Request-Id`` header (1-128 characters) that the same user already sent
+to the same operation within five minutes gets the first request's outcome again, also
+while it is still running, instead of running twice (see :mod:`dios.shim.once`): a browser
+that lost the reply of ``POST /task/image/expose`` retries with the same id and gets the
+stored image, not a second exposure.
+
 ``POST /api/v1/task/device/command`` replies as the seed (``data`` =
 ``google.protobuf.Empty``); with the query flag ``?reply=true`` (or ``1``) ``data`` is the
 device's reply, ``dr.task.DeviceReply`` (the value it accepted in ``result``), on success
@@ -68,6 +74,7 @@ from dios.codes import (
 )
 from dios.shim.dispatch import MAX_DEPTH, Context, Operation, check_access, check_values, dispatch
 from dios.shim.envelope import Blob, failure, internal_error, language_of, success
+from dios.shim.once import Once, check_request_id
 
 if TYPE_CHECKING:
     from dios.events import EventHub
@@ -201,7 +208,8 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
 
 #: what a browser on an allowed origin may send (CORS)
 CORS_METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS")
-CORS_HEADERS = ("Authorization", "Content-Type", "Language", "Product", "Source")
+CORS_HEADERS = ("Authorization", "Content-Type", "Language", "Product", "Source",
+                "Request-Id")
 #: what a browser script may read of a reply besides the safelisted headers
 CORS_EXPOSE = ("Content-Disposition",)
 
@@ -252,6 +260,8 @@ class HttpShim:
         self.version = version
         self.cors_origins = tuple(cors_origins)
         self.requests_by_source: dict[str, int] = {}
+        #: outcomes by (user, operation, Request-Id header): see :mod:`dios.shim.once`
+        self.request_ids = Once(keep=lambda outcome: not isinstance(outcome[1], Blob))
         self.app = self.build()
 
     # --- app -----------------------------------------------------------------------------
@@ -365,8 +375,22 @@ class HttpShim:
                 if op.permission is not None:  # who, before reading what they send
                     await run_in_threadpool(check_access, op, ctx)
                 args = await self.arguments(op, request)
-                result = await run_in_threadpool(partial(dispatch, access_checked=True),
-                                                 op, ctx, args)
+
+                async def run() -> tuple[bool, Any]:
+                    try:
+                        return True, await run_in_threadpool(
+                            partial(dispatch, access_checked=True), op, ctx, args)
+                    except DiosError as err:
+                        return False, err
+
+                rid = request.headers.get("request-id")
+                if rid is not None and ctx.claims is not None:
+                    key = (ctx.claims.uid, op.name, check_request_id(rid, "Request-Id"))
+                    ok, result = await self.request_ids.run(key, run)
+                else:
+                    ok, result = await run()
+                if not ok:
+                    raise result
                 if isinstance(result, Blob):
                     headers = {}
                     if result.filename:

@@ -41,6 +41,10 @@ HEADERS = [
     {"name": "Source", "in": "header",
      "schema": {"type": "string", "enum": ["Electron", "Browser", "Android"]},
      "description": "Client kind (recorded)"},
+    {"name": "Request-Id", "in": "header",
+     "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+     "description": "A retried request with the same id (same user, same operation, within "
+                    "five minutes) gets the first request's outcome instead of running twice"},
 ]
 
 

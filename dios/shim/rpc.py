@@ -116,6 +116,7 @@ from dios.shim.envelope import (
 )
 from dios.shim.events import check_client, check_subscription
 from dios.shim.feed import EventFeed, FeedSubscription, Rendered
+from dios.shim.once import Once, check_request_id
 
 if TYPE_CHECKING:
     from dios.auth.roles import Principal
@@ -127,7 +128,6 @@ log = logging.getLogger("dios.shim.rpc")
 
 REQUEST, RESPONSE, NOTIFICATION = 0, 1, 2
 MAX_MSGID = 2**32 - 1
-MAX_REQUEST_ID = 128
 #: Calls that change the connection's session: the calls received after one wait for it.
 SESSION_METHODS = frozenset({"auth.login", "session.authenticate"})
 #: The permission that raw frames and patient-bearing events need.
@@ -173,6 +173,12 @@ def blob_message(blob: Blob) -> dict[str, Any]:
     """A file reply: the bytes as MessagePack bin."""
     return {"@type": "type.googleapis.com/dios.File", "media_type": blob.media_type,
             "filename": blob.filename, "content": bytes(blob.content)}
+
+
+def _not_a_file(outcome: tuple[Any, Any]) -> bool:
+    """Files are not kept for retries (reading twice is harmless; they are large)."""
+    result = outcome[1]
+    return not (isinstance(result, dict) and str(result.get("@type", "")).endswith("dios.File"))
 
 
 def may(services: Services, principal: Principal | None, permission: str) -> bool:
@@ -514,9 +520,10 @@ class _Connection:
             args, meta = self.split(params)
             language = language_of(meta.get("language", self.language))
             request_id = meta.get("requestId")
-            if request_id is not None:
-                reply = await self.server.once(self, method, request_id,
-                                               lambda: self.outcome(method, args, meta, language))
+            if request_id is not None and self.principal is not None:
+                key = (self.principal.uid, method, request_id)
+                reply = await self.server.request_ids.run(
+                    key, lambda: self.outcome(method, args, meta, language))
             else:
                 reply = await self.outcome(method, args, meta, language)
         except DiosError as err:
@@ -556,11 +563,8 @@ class _Connection:
             raise DiosError(INVALID_FIELD, "params[1] must be a map (token, language, ...)")
         check_values(args)  # no unpaired surrogates, NUL, huge integers, NaN, deep nesting
         check_values(meta, "meta")
-        rid = meta.get("requestId")
-        if rid is not None and (not isinstance(rid, str) or not rid
-                                or len(rid) > MAX_REQUEST_ID):
-            raise DiosError(INVALID_FIELD, f"requestId must be a string of 1 to "
-                            f"{MAX_REQUEST_ID} characters", field="requestId")
+        if meta.get("requestId") is not None:
+            check_request_id(meta["requestId"])
         return args, meta
 
     # --- sessions ------------------------------------------------------------------------
@@ -842,8 +846,7 @@ class RpcServer:
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_Connection] = set()
         self._by_address: collections.Counter[str] = collections.Counter()
-        self._request_ids: collections.OrderedDict[tuple, tuple[float, asyncio.Task]] = (
-            collections.OrderedDict())
+        self.request_ids = Once(retention, max_request_ids, keep=_not_a_file)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._housekeeping: asyncio.Task | None = None
         self.catalogue = catalogue(self.operations.values(), CONTRACT_METHODS)
@@ -877,40 +880,6 @@ class RpcServer:
         if op.tag == "auth":
             return self.lane("auth")
         return self.lane("general")
-
-    # --- request ids ------------------------------------------------------------------------
-    async def once(self, conn: _Connection, method: str, request_id: str,
-                   run: Callable[[], Any]) -> tuple[Any, Any]:
-        """The outcome of ``run`` for this user, method and request id, computed once.
-
-        The computation runs as a task of its own: when the connection that started it
-        drops, it still finishes and its outcome is kept for the retry."""
-        principal = conn.principal
-        if principal is None:  # no user to keep it for (a login): just run it
-            return await run()
-        key = (principal.uid, method, request_id)
-        now = time.monotonic()
-        ids = self._request_ids
-        while ids:
-            t, oldest = next(iter(ids.values()))
-            if (now - t <= self.retention and len(ids) < self.max_request_ids) or not oldest.done():
-                break
-            ids.popitem(last=False)
-        entry = ids.get(key)
-        if entry is None:
-            task = asyncio.get_running_loop().create_task(run())
-            ids[key] = (now, task)
-
-            def done(t: asyncio.Future, key: tuple = key) -> None:
-                failed = t.cancelled() or t.exception() is not None
-                result = None if failed else t.result()[1]
-                if failed or (isinstance(result, dict)
-                              and str(result.get("@type", "")).endswith("dios.File")):
-                    ids.pop(key, None)  # failures run again; files are not kept
-
-            task.add_done_callback(done)
-            entry = ids[key]
-        return await asyncio.shield(entry[1])
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> tuple[str, int]:
