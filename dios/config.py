@@ -29,6 +29,17 @@ calibration, secrets) in ``./dios-data`` and every listener on 127.0.0.1. Exampl
     max_pending_bytes = 67108864  # bytes queued for one slow reader before it is cut
     write_timeout = 10.0        # seconds a reply or event may wait to be written
 
+    [dicom]                     # the console's own application entity
+    ae_title = "DIOS"
+    host = "127.0.0.1"
+    port = 0                    # its storage / query-retrieve SCP; 0: none
+    connect_timeout = 10.0
+    acse_timeout = 30.0
+    dimse_timeout = 60.0
+    network_timeout = 120.0
+    retry_initial = 5.0         # backoff between attempts to reach a node that is down
+    retry_max = 600.0
+
     [database]
     url = ""                    # empty: sqlite in data_dir; or postgresql://user@host:5432/db
 
@@ -240,6 +251,45 @@ class AcquisitionConfig:
             raise ConfigError("max_upload_mb must be within 1..1024")
 
 
+@section("dicom")
+@dataclass
+class DicomConfig:
+    """The console's own DICOM application entity and its network timeouts.
+
+    ``ae_title`` is how PACS and RIS know the console (1-16 characters); its SCP (storage
+    and query/retrieve, for nodes allowed to call in) listens on ``host``:``port``
+    (loopback unless configured; 0 = no SCP). Timeouts in seconds: ``connect_timeout`` to
+    open a TCP connection, ``acse_timeout`` for association set-up, ``dimse_timeout`` for
+    one message's reply, ``network_timeout`` for a silent association. ``retry_initial``
+    and ``retry_max`` bound the backoff between attempts to reach a node that is down.
+    """
+
+    ae_title: str = "DIOS"
+    host: str = "127.0.0.1"
+    port: int = 0
+    connect_timeout: float = 10.0
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    network_timeout: float = 120.0
+    retry_initial: float = 5.0
+    retry_max: float = 600.0
+
+    def validate(self) -> None:
+        from dios.uids import ae_title_problem
+
+        problem = ae_title_problem(self.ae_title)
+        if problem:
+            raise ConfigError(f"ae_title: {self.ae_title!r}: {problem}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port out of range: {self.port}")
+        if not self.host:
+            raise ConfigError("host must not be empty")
+        _positive(self, "connect_timeout", "acse_timeout", "dimse_timeout", "network_timeout",
+                  "retry_initial", "retry_max", upper=86400.0)
+        if self.retry_max < self.retry_initial:
+            raise ConfigError("retry_max must be at least retry_initial")
+
+
 @dataclass
 class Config:
     data_dir: Path = Path("dios-data")
@@ -253,6 +303,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)  # type: ignore[assignment]
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
+    dicom: DicomConfig = field(default_factory=DicomConfig)
 
     @property
     def database_url(self) -> str:

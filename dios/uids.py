@@ -1,4 +1,4 @@
-"""DICOM UIDs under a configurable organisation root.
+"""DICOM UIDs under a configurable organisation root, and AE titles.
 
 A UID (PS3.5 section 9) is at most 64 characters of digits and dots; every dot-separated
 component is a decimal number without leading zeros (a lone ``0`` is allowed). A site
@@ -10,6 +10,9 @@ series and 3 for SOP instances, and ``random`` is a decimal number drawn from th
 system's random source, as long as the 64-character limit allows (at least 20 digits,
 about 66 bits; 39 digits, 128 bits, when the root is short). Under ``2.25`` the UID is
 ``2.25.<uuid4 as an integer>`` exactly as PS3.5 B.2 prescribes.
+
+An AE title (PS3.5 section 6.2, VR AE) is 1-16 characters of the default repertoire
+without backslash or control characters, not only spaces: :func:`ae_title_problem`.
 
 Imports: the standard library only.
 """
@@ -183,3 +186,21 @@ class UidFactory:
     def instance(self) -> str:
         """Return a new SOP Instance UID."""
         return self.new("instance")
+
+
+_AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")
+
+
+def ae_title_problem(value: object) -> str | None:
+    """Say what is wrong with ``value`` as an AE title, or ``None`` when it is valid.
+
+    >>> ae_title_problem("ORTHANC") is None
+    True
+    >>> ae_title_problem("A\\B")
+    '1 to 16 characters of the DICOM default character set, no backslash'
+    """
+    if not isinstance(value, str) or not value.strip():
+        return "an AE title of 1 to 16 characters, not blank"
+    if not _AE_TITLE.fullmatch(value):
+        return "1 to 16 characters of the DICOM default character set, no backslash"
+    return None
