@@ -318,6 +318,9 @@ def test_find_matching_keys(site):
     assert uids(site.find("STUDY", "StudyInstanceUID", "StudyDate=19000101-19991231")) == set()
     assert len(uids(site.find("STUDY", "StudyInstanceUID", "ModalitiesInStudy=CR\\DX"))) == 2
     assert uids(site.find("STUDY", "StudyInstanceUID", "ModalitiesInStudy=CT")) == set()
+    # a UTF-8 query on a name in another script
+    assert uids(site.find("STUDY", "StudyInstanceUID", "SpecificCharacterSet=ISO_IR 192",
+                          "PatientName=张*")) == {b["study_instance_uid"]}
     both = f"StudyInstanceUID={a['study_instance_uid']}\\{b['study_instance_uid']}"
     assert len(site.find("STUDY", both)) == 2
 
@@ -460,6 +463,8 @@ def test_move_to_storescp_and_to_unknown_destination(site):
                            "-k", f"StudyInstanceUID={b['study_instance_uid']}")
         assert "Refused: MoveDestinationUnknown" in unknown.stderr, unknown.stderr
         assert _move_status(site, "NOWHERE", b["study_instance_uid"]) == 0xA801
+        # a known destination but no StudyInstanceUID to retrieve: unable to process
+        assert _move_status(site, DEST, "") & 0xF000 == 0xC000
     finally:
         storescp.terminate()
         storescp.wait(60)

@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.charset import python_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -142,7 +143,6 @@ _COUNTS = {"NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries",
 _UNCOMPRESSED = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, "1.2.840.10008.1.2.2"}
 _TEXT_VRS = {"PN", "LO", "SH", "ST", "LT", "UT", "UC"}
 _SEX = {"M": "M", "F": "F", "O": "O"}
-_CHARSETS = {"ISO_IR 192": "utf-8", "ISO_IR 100": "latin-1"}
 
 
 class QueryError(ValueError):
@@ -707,16 +707,16 @@ class DicomScp:
             ds.RetrieveAETitle = self.config.ae_title
         if non_ascii:
             wanted = entity.first.charset
-            codec = _CHARSETS.get(wanted)
+            codec = python_encoding.get(wanted)  # the study's set (single-byte or GB18030)
             charset = "ISO_IR 192"
-            if codec and codec != "utf-8":
+            if codec and wanted != "ISO_IR 192":
                 try:
                     for e in ds:
                         if e.VR in _TEXT_VRS:
                             for s in _element_strings(e):
                                 s.encode(codec)
                     charset = wanted
-                except UnicodeEncodeError:
+                except (UnicodeEncodeError, LookupError):
                     charset = "ISO_IR 192"
             ds.SpecificCharacterSet = charset
         return ds
