@@ -594,6 +594,8 @@ def test_store_refuses_uids_that_are_not_uids(site):
     ("CS", "CT\\DX", ["CR", "DX"], True),
     ("CS", "CT", ["CR", "DX"], False),
     ("CS", "D*", [], False),
+    ("PN", "a*" * 40 + "b", ["a" * 64], False),  # linear wildcard matching, no blow-up
+    ("DT", "20240101-20240102", ["20240101120000"], True),
 ])
 def test_matching_rules(vr, query, values, expected):
     assert matches(vr, query, values) is expected

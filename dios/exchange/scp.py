@@ -248,9 +248,27 @@ class _Entity:
 # --------------------------------------------------------------------------------------------
 
 
-def _wildcard(pattern: str, case_insensitive: bool) -> re.Pattern[str]:
-    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile(body, re.IGNORECASE | re.DOTALL if case_insensitive else re.DOTALL)
+def _glob(pattern: str, text: str) -> bool:
+    """``*`` (any run) and ``?`` (one character) matching, in O(len(pattern) * len(text))
+    whatever the pattern (no regular expression, so no catastrophic backtracking)."""
+    p = t = 0
+    star, mark = -1, 0
+    while t < len(text):
+        if p < len(pattern) and (pattern[p] == "?" or pattern[p] == text[t]):
+            p += 1
+            t += 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, mark = p, t
+            p += 1
+        elif star >= 0:
+            p = star + 1
+            mark += 1
+            t = mark
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
 
 
 def _range_bounds(text: str, width: int) -> tuple[str, str]:
@@ -287,7 +305,8 @@ def matches(vr: str, query: str, candidates: list[str]) -> bool:
         width = {"DA": 8, "TM": 6, "DT": 14}[vr]
         norm = _norm_time if vr == "TM" else (lambda s: s)
         for q in query.split("\\"):
-            if "-" in q and vr != "DT" or vr == "DT" and re.fullmatch(r"\d*-\d*", q):
+            is_range = bool(re.fullmatch(r"[\d.]*-[\d.]*", q)) if vr == "DT" else "-" in q
+            if is_range:
                 low, high = _range_bounds(norm(q) if vr == "TM" else q, width)
                 for v in values:
                     v = norm(v)[:width]
@@ -301,8 +320,10 @@ def matches(vr: str, query: str, candidates: list[str]) -> bool:
     for q in alternatives:
         q = q.strip()
         if "*" in q or "?" in q:
-            rx = _wildcard(q, case_insensitive)
-            if any(rx.fullmatch(v) for v in values):
+            if case_insensitive:
+                if any(_glob(q.casefold(), v.casefold()) for v in values):
+                    return True
+            elif any(_glob(q, v) for v in values):
                 return True
         elif case_insensitive:
             if any(v.casefold() == q.casefold() for v in values):
