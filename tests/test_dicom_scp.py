@@ -547,6 +547,38 @@ def test_store_foreign_instance_indexed_found_and_kept(site):
     assert site.db.query_one("SELECT COUNT(*) AS n FROM dicom_received")["n"] == 1
 
 
+def test_parallel_clients_and_a_received_prior_retrieved(site):
+    """Several dcmtk clients at once, each on its own association; a stored prior comes
+    back by C-GET at IMAGE level like the console's own images."""
+    sent = site.root / "prior.dcm"
+    ds = _foreign_cr(sent, patient_id="PRIOR-P")
+    assert site.run("storescu", files=(str(sent),)).returncode == 0
+    a = site.studies[0]
+    outs = [site.root / f"par{i}" for i in range(4)]
+    for out in outs:
+        out.mkdir()
+    procs = []
+    for i, out in enumerate(outs):
+        if i % 2:
+            args = ["-k", "QueryRetrieveLevel=STUDY",
+                    "-k", f"StudyInstanceUID={a['study_instance_uid']}"]
+        else:
+            args = ["-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
+                    "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}",
+                    "-k", f"SOPInstanceUID={ds.SOPInstanceUID}"]
+        cmd = [site.tools["getscu"], "-aet", CALLER, "-aec", OUR_AET, "-to", "30", "-ta", "30",
+               "-td", "60", "-S", "-od", str(out), *args, "127.0.0.1", str(site.scp.port)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+    for i, out in enumerate(outs):
+        got = sorted(pydicom.dcmread(f).SOPInstanceUID for f in out.iterdir())
+        want = [ds.SOPInstanceUID] if i % 2 == 0 else sorted(site.saved[a["study_instance_uid"]])
+        assert got == want
+
+
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 def test_store_refuses_uids_that_are_not_uids(site):
     """A Study Instance UID from the network never becomes a path unchecked."""
