@@ -6,8 +6,11 @@ unless ``[database] url`` names PostgreSQL), builds the services, and serves the
 JSON API (with the WebSocket event stream) on uvicorn and MessagePack-RPC on TCP; both
 bind to 127.0.0.1 unless configured. At start the data directory tree is made private
 (0700, the database 0600) and what a killed server left half done is reconciled
-(:meth:`dios.study.service.StudyService.recover`). SIGTERM or SIGINT stop it gracefully: listeners
-stop accepting, running requests finish, the engine and database close.
+(:meth:`dios.study.service.StudyService.recover`). The DICOM exchange
+(:class:`dios.exchange.service.ExchangeService`) sends stored images to the storage nodes
+(images a killed server left being sent are queued again). SIGTERM or SIGINT stop it
+gracefully: listeners stop accepting, running requests finish, the DICOM sender stops (what
+it was sending goes back to the queue), the engine and database close.
 
 :class:`Console` does the same inside a process (tests, embedding):
 ``Console(config).start()`` returns once both listeners accept connections.
@@ -83,11 +86,13 @@ def build_services(config: Config, engine: Engine, db: Database | None = None, *
 
     ``recover`` runs :meth:`~dios.study.service.StudyService.recover` first (images a
     killed server left ``Exposing`` go back to ``Unexposed``, unreferenced image and
-    preview files are removed): right for the one process that owns the data directory,
-    wrong for a second process started beside a running server.
+    preview files are removed) and starts the DICOM outbox's sender (images a killed
+    server left ``Sending`` are queued again): right for the one process that owns the
+    data directory, wrong for a second process started beside a running server.
     """
     from dios.auth.service import AuthService
     from dios.catalog.service import CatalogService
+    from dios.exchange.service import ExchangeService
     from dios.resource.service import ResourceService
     from dios.shim.api import Services
     from dios.store import open_database
@@ -113,8 +118,11 @@ def build_services(config: Config, engine: Engine, db: Database | None = None, *
                        station_name=config.station_name, institution=config.institution,
                        exposure_timeout=acq.exposure_timeout,
                        max_upload=acq.max_upload_mb << 20)
+    exchange = ExchangeService(db, config.dicom, config.data_dir, hub=engine.hub, study=study)
+    if recover:  # the process that owns the data sends; a second one only queues
+        exchange.start()
     return Services(auth=auth, resource=resource, catalog=catalog, study=study, task=task,
-                    engine=engine, config=config)
+                    engine=engine, config=config, exchange=exchange)
 
 
 class Console:
@@ -182,6 +190,9 @@ class Console:
 
     def close(self) -> None:
         if self.services is not None:
+            if self.services.exchange is not None:
+                with contextlib.suppress(Exception):
+                    self.services.exchange.close()
             with contextlib.suppress(Exception):
                 self.services.task.close()
         if self.engine is not None:

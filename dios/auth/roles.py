@@ -35,6 +35,8 @@ permission              service  admin  mgr  tech  guest
 ``device.action``       x        x      x    x
 ``device.command``      x
 ``device.calibrate``    x
+``dicom.config``        x        x
+``dicom.send``          x        x      x    x
 ======================  =======  =====  ===  ====  =====
 
 ``auth.self``: change one's own password. ``study.write``: register, update, append
@@ -43,6 +45,9 @@ the seed's device action (select view, prepare, expose). ``device.command``: raw
 commands (``deviceUri``/``reqName``/``reqParam``). ``task.read``: global status and the
 event stream. ``event.images``: raw frames and patient-bearing events on event streams
 (subscriptions); checked when subscribing and again when the principal's role changes.
+``dicom.config``: the DICOM nodes (create, change, delete) and their "test connection"
+(C-ECHO). ``dicom.send``: list the nodes, send or resend images to a storage node, read
+the outbox and each image's results.
 
 A principal whose password must still be changed (the first admin login) may only use
 ``auth.self`` and the read permissions of its role (``*.read`` and ``event.images``) until
@@ -86,6 +91,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "device.action": _ALL,
     "device.command": frozenset({"service"}),
     "device.calibrate": frozenset({"service"}),
+    "dicom.config": frozenset({"service", "admin"}),
+    "dicom.send": _ALL,
 }
 
 #: What a principal that must change its password may still do: its own password and

@@ -37,6 +37,13 @@ task
     "Device replies" below);
     ``POST /task/image/upload``: image.write; ``GET /task/image/{instance_uid}/file``,
     ``GET /task/image/{instance_uid}/preview``: image.read
+dicom
+    ``GET /dicom/nodes``, ``GET /dicom/nodes/{node_id}`` [dicom.list_nodes,
+    dicom.get_node]: dicom.send; ``POST /dicom/nodes``, ``PUT|DELETE /dicom/nodes/{node_id}``,
+    ``POST /dicom/nodes/{node_id}/echo`` [dicom.create_node, dicom.update_node,
+    dicom.delete_node, dicom.echo]: dicom.config; ``POST /dicom/send``, ``GET /dicom/queue``,
+    ``GET /dicom/images/{instance_uid}/results`` [dicom.send, dicom.queue,
+    dicom.image_results]: dicom.send
 
 Seed examples (``000_bb26117c0de1d69c.txt``; by the line of their ``Example:`` /
 ``响应数据示例:`` marker) and the operation serving each; tests/test_e2e_http.py compares
@@ -160,6 +167,7 @@ if TYPE_CHECKING:
     from dios.catalog.service import CatalogService
     from dios.config import Config
     from dios.engine import Engine
+    from dios.exchange.service import ExchangeService
     from dios.resource.service import ResourceService
     from dios.study.service import StudyService
     from dios.task.service import TaskService
@@ -176,6 +184,7 @@ class Services:
     task: TaskService
     engine: Engine | None = None
     config: Config | None = None
+    exchange: ExchangeService | None = None
 
 
 def _product(ctx: Context) -> str:
@@ -619,6 +628,95 @@ def _task_ops() -> list[Operation]:
     ]
 
 
+# --- dicom ---------------------------------------------------------------------------------------
+def _dicom_ops() -> list[Operation]:
+    def ex(ctx: Context) -> ExchangeService:
+        exchange = ctx.services.exchange
+        if exchange is None:
+            raise DiosError(NOT_FOUND, "the DICOM network is not configured on this console")
+        return exchange
+
+    def list_nodes(ctx: Context, a: dict) -> Any:
+        return ex(ctx).list_nodes()
+
+    def get_node(ctx: Context, a: dict) -> Any:
+        return ex(ctx).get_node(a["node_id"])
+
+    def create_node(ctx: Context, a: dict) -> Any:
+        return ex(ctx).create_node(a)
+
+    def update_node(ctx: Context, a: dict) -> Any:
+        return ex(ctx).update_node(a.pop("node_id"), a)
+
+    def delete_node(ctx: Context, a: dict) -> Any:
+        ex(ctx).delete_node(a["node_id"], a.get("version"))
+        return None
+
+    def echo(ctx: Context, a: dict) -> Any:
+        return ex(ctx).echo_node(a["node_id"])
+
+    def send(ctx: Context, a: dict) -> Any:
+        return ex(ctx).send(a.get("node_id"), a.get("study_id"), a.get("sop_instance_uids"),
+                            a.get("resend", False))
+
+    def queue(ctx: Context, a: dict) -> Any:
+        return ex(ctx).queue(a.get("state"), a.get("study_id"), a.get("node_id"),
+                             a.get("limit"))
+
+    def results(ctx: Context, a: dict) -> Any:
+        return ex(ctx).image_results(a["instance_uid"])
+
+    nid = P("node_id", "integer", True, "path", example=1)
+    fields = (P("name", example="PACS"), P("ae_title", example="ORTHANC"),
+              P("host", example="192.168.1.20"), P("port", "integer", example=104),
+              P("tls", "boolean", description="not supported yet: false"),
+              P("roles", "string[]", description="storage, commitment, worklist, mpps, query"),
+              P("auto_send", "boolean", description="send every stored image (storage role)"),
+              P("allow_incoming", "boolean",
+                description="the node may call the console's SCP from its host"),
+              P("description"))
+    required = {"name", "ae_title", "host", "port"}
+    create_fields = tuple(Param(p.name, p.type, p.name in required, p.where, p.description,
+                                p.example) for p in fields)
+    q = "query"
+    return [
+        _op("dicom.list_nodes", "GET", "/dicom/nodes", list_nodes, "dicom.send",
+            "dios.dicom.NodeList", summary="The DICOM nodes (remote application entities)"),
+        _op("dicom.get_node", "GET", "/dicom/nodes/{node_id}", get_node, "dicom.send",
+            "dios.dicom.Node", (nid,), "One DICOM node"),
+        _op("dicom.create_node", "POST", "/dicom/nodes", create_node, "dicom.config",
+            "dios.dicom.Node", create_fields, "Add a DICOM node", service_validates=True),
+        _op("dicom.update_node", "PUT", "/dicom/nodes/{node_id}", update_node, "dicom.config",
+            "dios.dicom.Node", (nid, *fields, P("version", "integer", True,
+                                                 description="the node's current version")),
+            "Change a DICOM node (CONFLICT when the version is stale)",
+            service_validates=True),
+        _op("dicom.delete_node", "DELETE", "/dicom/nodes/{node_id}", delete_node,
+            "dicom.config", EMPTY, (nid, P("version", "integer", where=q)),
+            "Delete a DICOM node and its outbox rows", body="none"),
+        _op("dicom.echo", "POST", "/dicom/nodes/{node_id}/echo", echo, "dicom.config",
+            "dios.dicom.EchoResult", (nid,),
+            "Test the connection: one C-ECHO, its status and round trip time", body="none"),
+        _op("dicom.send", "POST", "/dicom/send", send, "dicom.send", "dios.dicom.SendReply",
+            (P("node_id", "integer", True, example=1),
+             P("study_id", description="send the study's stored images", example=""),
+             P("sop_instance_uids", "string[]", description="or these images"),
+             P("resend", "boolean", description="queue images the node already "
+                                                "acknowledged again")),
+            "Queue a study or images for a storage node (failed ones are retried)",
+            service_validates=True),
+        _op("dicom.queue", "GET", "/dicom/queue", queue, "dicom.send", "dios.dicom.Queue",
+            (P("state", where=q, description="Queued, Sending, Sent or Failed"),
+             P("study_id", where=q), P("node_id", "integer", where=q),
+             P("limit", "integer", where=q, description="at most this many rows (200)")),
+            "The outbox: rows (oldest first) and the count in each state"),
+        _op("dicom.image_results", "GET", "/dicom/images/{instance_uid}/results", results,
+            "dicom.send", "dios.dicom.ImageResults",
+            (P("instance_uid", required=True, where="path"),),
+            "An image's send status and its result at each node"),
+    ]
+
+
 def _texts(code_hex: str, description: str, solution: str, language: str) -> tuple[str, str]:
     """A reply's description and solution in ``language``: the code's own text is
     translated, the device's detail after it kept."""
@@ -680,7 +778,8 @@ def reply_schema_name(op: Operation, transport: str = "http", full: bool = False
 
 def operations() -> list[Operation]:
     """Every operation, in documentation order."""
-    ops = [*_auth_ops(), *_resource_ops(), *_protocol_ops(), *_study_ops(), *_task_ops()]
+    ops = [*_auth_ops(), *_resource_ops(), *_protocol_ops(), *_study_ops(), *_task_ops(),
+           *_dicom_ops()]
     names = [op.name for op in ops]
     if len(names) != len(set(names)):
         raise RuntimeError("duplicate operation names")

@@ -28,6 +28,8 @@ from typing import Any
 
 from dios.auth.roles import ROLES
 from dios.catalog import model as catalog_model
+from dios.exchange.nodes import ROLES as DICOM_ROLES
+from dios.exchange.outbox import STATES as OUTBOX_STATES
 from dios.shim.dispatch import Param
 from dios.shim.envelope import EMPTY, type_url
 from dios.shim.events import EVENT_SCHEMA, TOPICS
@@ -646,6 +648,76 @@ SESSION_ENDED = _obj({
    "deleted): the connection is no longer authenticated and its subscriptions are gone.",
     required=["code", "description", "solution"])
 
+# --- dicom ----------------------------------------------------------------------------------
+_NODE_FIELDS = {
+    "id": _i("the node's id", example=1),
+    "name": _s("a name for people (unique)", example="PACS"),
+    "ae_title": _s("the node's AE title", example="ORTHANC"),
+    "host": _s("host name or IP address", example="192.168.1.20"),
+    "port": _i("TCP port", example=104, minimum=1, maximum=65535),
+    "tls": _b("TLS (not supported yet: always false)"),
+    "roles": _arr(_s(enum=DICOM_ROLES), "what the console does with the node"),
+    "auto_send": _b("every stored image is sent to it (storage role)"),
+    "allow_incoming": _b("it may call the console's SCP with its AE title from its host"),
+    "description": _s("free text"),
+    "version": _i("record version (update and delete check it)", example=1),
+    "created_at": _s("when it was added (UTC, ISO 8601)", fmt="date-time"),
+    "updated_at": _s("when it last changed (UTC, ISO 8601)", fmt="date-time"),
+}
+DICOM_NODE = _typed("dios.dicom.Node", copy.deepcopy(_NODE_FIELDS), "A DICOM node.")
+DICOM_NODE_RECORD = _obj(copy.deepcopy(_NODE_FIELDS), "A DICOM node in a list (no @type).")
+DICOM_NODE_LIST = _typed("dios.dicom.NodeList", {
+    "nodes": _arr(ref("dios.dicom.NodeRecord"), "every node, by name")}, "The DICOM nodes.")
+DICOM_ECHO = _typed("dios.dicom.EchoResult", {
+    "node_id": _i("the node's id", example=1),
+    "node": _s("the node's name", example="PACS"),
+    "ae_title": _s("the AE title called", example="ORTHANC"),
+    "ok": _b("the node answered the C-ECHO with success"),
+    "status": _s("the node's DIMSE status (empty: no answer)", example="0x0000"),
+    "rtt_ms": _n("round trip of the C-ECHO, or of the whole attempt when it failed",
+                 example=3.2),
+    "code": _s("the console's result code", pattern=CODE_PATTERN, example="0x000000"),
+    "description": _s("what happened: answered, refused (rejected association), "
+                      "unreachable, no answer in time"),
+}, "The result of a test connection (C-ECHO).")
+DICOM_OUTBOX_ROW = _obj({
+    "id": _i("the row's id", example=7),
+    "sop_instance_uid": _uid,
+    "study_id": _study_id,
+    "node_id": _i("the destination node's id", example=1),
+    "state": _s("Queued -> Sending -> Sent | Failed", enum=OUTBOX_STATES),
+    "attempts": _i("tries so far", example=1),
+    "next_attempt_at": _n("when a queued row is tried next (seconds since the epoch; "
+                          "0: at once)", example=0),
+    "last_status": _s("the node's DIMSE status of the last try", example="0x0000"),
+    "last_error": _s("the console's result code and what went wrong in the last try"),
+    "transfer_syntax": _s("the transfer syntax the image went in", example="1.2.840.10008.1.2.1"),
+    "created_at": _s("when it was queued first (UTC, ISO 8601)", fmt="date-time"),
+    "updated_at": _s("when it last changed (UTC, ISO 8601)", fmt="date-time"),
+    "sent_at": _s("when the node acknowledged it (null: not yet)", fmt="date-time",
+                  nullable=True),
+    "node": _s("the destination node's name", example="PACS"),
+}, "One image for one node in the outbox.")
+DICOM_SEND_REPLY = _typed("dios.dicom.SendReply", {
+    "node_id": _i("the destination node's id", example=1),
+    "node": _s("the destination node's name", example="PACS"),
+    "queued": _i("images queued by this request", example=3),
+    "unchanged": _i("images already queued, in flight or acknowledged (without resend)",
+                    example=0),
+    "rows": _arr(ref("dios.dicom.OutboxRow"), "the outbox row of each image"),
+}, "What a send request queued.")
+DICOM_QUEUE = _typed("dios.dicom.Queue", {
+    "counts": _obj({st: _i(f"rows {st}", example=0) for st in OUTBOX_STATES},
+                   "rows in each state (with the study and node filters)"),
+    "rows": _arr(ref("dios.dicom.OutboxRow"), "the rows, oldest first"),
+}, "The outbox.")
+DICOM_IMAGE_RESULTS = _typed("dios.dicom.ImageResults", {
+    "sop_instance_uid": _uid,
+    "study_id": _study_id,
+    "send_status": _s("the image's send status", enum=study_model.SEND_STATUSES),
+    "results": _arr(ref("dios.dicom.OutboxRow"), "its row at each node"),
+}, "An image's results at each node.")
+
 #: Reply messages by type name (OpenAPI 3.0 components).
 MESSAGE_SCHEMAS: dict[str, dict[str, Any]] = {
     EMPTY: EMPTY_SCHEMA,
@@ -700,6 +772,14 @@ MESSAGE_SCHEMAS: dict[str, dict[str, Any]] = {
     "dios.rpc.Catalogue": CATALOGUE,
     "dios.rpc.Dropped": DROPPED,
     "dios.rpc.SessionEnded": SESSION_ENDED,
+    "dios.dicom.Node": DICOM_NODE,
+    "dios.dicom.NodeRecord": DICOM_NODE_RECORD,
+    "dios.dicom.NodeList": DICOM_NODE_LIST,
+    "dios.dicom.EchoResult": DICOM_ECHO,
+    "dios.dicom.OutboxRow": DICOM_OUTBOX_ROW,
+    "dios.dicom.SendReply": DICOM_SEND_REPLY,
+    "dios.dicom.Queue": DICOM_QUEUE,
+    "dios.dicom.ImageResults": DICOM_IMAGE_RESULTS,
 }
 
 #: The name of the reply of each operation that the reference console sends without an

@@ -921,6 +921,20 @@ class StudyService:
                    send_status=send_status)
         return out
 
+    def set_exported(self, study_id: str, exported: bool) -> bool:
+        """Set the study's ``is_exported`` (every stored image sent); True when it changed.
+        A locked study is changed too: it records where its images went, not its content."""
+        if not isinstance(exported, bool):
+            raise DiosError(INVALID_FIELD, "is_exported must be true or false",
+                            field="is_exported")
+        with self.db.transaction() as tx:
+            study = self._study_row(tx, study_id, lock=True)
+            if bool(study["is_exported"]) == exported:
+                return False
+            self._touch_study(tx, study, is_exported=int(exported))
+        self._emit("study.updated", study_id=study["study_id"], is_exported=exported)
+        return True
+
     # -- start-up recovery ---------------------------------------------------------------
     def recover(self) -> dict[str, list[str]]:
         """Reconcile what a killed server left behind; call once at start, before exposing.
