@@ -18,15 +18,22 @@ What is proved:
 * A send without resend leaves acknowledged images alone; a resend sends them again.
 * A failure status is retried with backoff, then Failed with the status (SendFailed); a
   peer that takes only RLE Lossless gets the image re-encoded, pixels unchanged.
-* Rows a stopped console left Sending are sent by the next start.
+* Rows a stopped console left Sending are sent by the next start; a sender process killed
+  with SIGKILL three times while sending to four nodes delivers every row after a restart,
+  and the peer holds every image marked Sent.
 * Node input errors name their field; roles are enforced; the console's threads are
   gone after it stops.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -411,3 +418,86 @@ def test_threads_are_gone_after_the_console_stops(site):
                lambda: f"threads back to {site.baseline}: "
                        f"{[t.name for t in threading.enumerate()]}")
 
+
+
+KILLED_SENDER = """
+import signal, sys, time
+from pathlib import Path
+from dios.config import DicomConfig
+from dios.exchange.service import ExchangeService
+from dios.store import open_database
+
+config = DicomConfig(ae_title={aet!r}, connect_timeout=5.0, acse_timeout=4.0, dimse_timeout=30.0,
+                     network_timeout=60.0, retry_initial=0.2, retry_max=1.0)
+service = ExchangeService(open_database(sys.argv[1]), config, Path(sys.argv[2]), batch=4)
+service.start()
+print("sending", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def test_sigkill_while_sending_then_restart_delivers_every_row(site, tmp_path):
+    """SIGKILL a sender process three times while it sends to four nodes: after a restart
+    every row is Sent, none is left behind, and the peer holds every image marked Sent."""
+    from dios.exchange.nodes import NodeStore
+    from dios.exchange.outbox import Outbox
+    from dios.store import open_database
+
+    assert site.stopped, "runs after the console has stopped (the outbox is the process's own)"
+    peer = StorescpPeer(tmp_path / "peer", ae_title="KILLDEST").start()
+    db = open_database(site.console.config.database_url)
+    try:
+        nodes = NodeStore(db)
+        outbox = Outbox(db)
+        images = db.query("SELECT sop_instance_id, study_id FROM images "
+                          "WHERE storage_status = 'Saved'")
+        assert len(images) >= 5
+        ids = [nodes.create({"name": f"Kill{i}", "ae_title": "KILLDEST", "host": "127.0.0.1",
+                             "port": peer.port, "roles": ["storage"]}).id for i in range(4)]
+        for node_id in ids:
+            for im in images:
+                outbox.enqueue(im["sop_instance_id"], im["study_id"], node_id)
+        script = tmp_path / "sender.py"
+        script.write_text(KILLED_SENDER.format(aet=OUR_AET))
+        root = Path(__file__).resolve().parents[1]
+        total = len(ids) * len(images)
+
+        def sent() -> int:
+            return sum(outbox.counts(node_id=n)["Sent"] for n in ids)
+
+        def run() -> subprocess.Popen:
+            return subprocess.Popen([sys.executable, str(script), site.console.config.database_url,
+                                     str(site.console.config.data_dir)], cwd=root,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+        left: list[dict[str, int]] = []  # the outbox after each kill
+        for _ in range(3):
+            start = sent()
+            proc = run()
+            try:
+                wait_until(lambda s=start: sent() > s or sent() == total, 120,
+                           "the sender to acknowledge one more row")
+            finally:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(60)
+                proc.stdout.close()
+            left.append(outbox.counts())
+        assert left[0]["Sent"] < total, left  # the first kill did interrupt the sending
+        proc = run()
+        try:
+            wait_until(lambda: sent() == total, 120,
+                       lambda: f"every row Sent after the restart: "
+                               f"{[outbox.counts(node_id=n) for n in ids]}")
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(60)
+            proc.stdout.close()
+        held = set(peer.files())
+        for node_id in ids:
+            for row in outbox.rows(node_id=node_id):
+                assert row.state == "Sent" and row.sop_instance_uid in held, row
+        assert held == {im["sop_instance_id"] for im in images}
+    finally:
+        db.close()
+        peer.stop()
