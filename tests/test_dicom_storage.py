@@ -17,7 +17,8 @@ What is proved:
   the image is not Sent while storescp has it; Orthanc started again: the rows go.
 * A send without resend leaves acknowledged images alone; a resend sends them again.
 * A failure status is retried with backoff, then Failed with the status (SendFailed); a
-  peer that takes only RLE Lossless gets the image re-encoded, pixels unchanged.
+  peer that takes only RLE Lossless gets the image re-encoded, pixels unchanged; a peer
+  that aborts the association during a C-STORE gets the image on the next try.
 * Rows a stopped console left Sending are sent by the next start; a sender process killed
   with SIGKILL three times while sending to four nodes delivers every row after a restart,
   and the peer holds every image marked Sent.
@@ -94,9 +95,10 @@ class PyScp:
     accepts the DX SOP classes in ``syntaxes`` only; keeps what it received."""
 
     def __init__(self, ae_title: str, status: int = 0x0000,
-                 syntaxes: tuple[str, ...] = (RLELossless,)) -> None:
+                 syntaxes: tuple[str, ...] = (RLELossless,), aborts: int = 0) -> None:
         self.ae_title = ae_title
         self.status = status
+        self.aborts = aborts  # abort the association at this many C-STOREs first
         self.received: list[Any] = []
         self.port = free_port()
         ae = AE(ae_title=ae_title)
@@ -104,6 +106,10 @@ class PyScp:
             ae.add_supported_context(sop_class, list(syntaxes))
 
         def on_store(event: Any) -> int:
+            if self.aborts > 0:
+                self.aborts -= 1
+                event.assoc.abort()
+                return 0xC000
             ds = event.dataset
             ds.file_meta = event.file_meta
             self.received.append(ds)
@@ -340,8 +346,9 @@ def test_orthanc_down_backs_off_then_delivers(site):
 
 
 def test_failure_status_gives_up_and_rle_only_peer_gets_rle(site):
+    """Also: a peer that aborts the association mid-transfer gets the image on a retry."""
     failing = PyScp("FAILING", status=0xA700, syntaxes=("1.2.840.10008.1.2.1",))
-    rle = PyScp("RLEONLY")
+    rle = PyScp("RLEONLY", aborts=1)
     try:
         ids = {}
         for scp in (failing, rle):
@@ -364,7 +371,9 @@ def test_failure_status_gives_up_and_rle_only_peer_gets_rle(site):
         assert len(failing.received) == 5
         wait_until(lambda: (site.row(sop, "RLEONLY") or {}).get("state") == "Sent", 60,
                    "the RLE-only node's row Sent")
-        assert site.row(sop, "RLEONLY")["transfer_syntax"] == RLELossless
+        row = site.row(sop, "RLEONLY")
+        assert row["transfer_syntax"] == RLELossless and row["last_error"] == "", row
+        assert row["attempts"] == 2 and rle.aborts == 0, row  # aborted once, then sent
         wait_until(lambda: site.send_status(sop) == "SendFailed", 60, "send_status SendFailed")
         assert site.tech.ok("GET", f"/study/{sid}")["is_exported"] is False
         got = rle.received[0]
