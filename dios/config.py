@@ -39,6 +39,7 @@ calibration, secrets) in ``./dios-data`` and every listener on 127.0.0.1. Exampl
     network_timeout = 120.0
     retry_initial = 5.0         # backoff between attempts to reach a node that is down
     retry_max = 600.0
+    max_associations = 10       # callers the SCP serves at once
 
     [database]
     url = ""                    # empty: sqlite in data_dir; or postgresql://user@host:5432/db
@@ -261,7 +262,8 @@ class DicomConfig:
     (loopback unless configured; 0 = no SCP). Timeouts in seconds: ``connect_timeout`` to
     open a TCP connection, ``acse_timeout`` for association set-up, ``dimse_timeout`` for
     one message's reply, ``network_timeout`` for a silent association. ``retry_initial``
-    and ``retry_max`` bound the backoff between attempts to reach a node that is down.
+    and ``retry_max`` bound the backoff between attempts to reach a node that is down;
+    ``max_associations`` callers at once are served by the SCP, more are refused (transient).
     """
 
     ae_title: str = "DIOS"
@@ -273,6 +275,7 @@ class DicomConfig:
     network_timeout: float = 120.0
     retry_initial: float = 5.0
     retry_max: float = 600.0
+    max_associations: int = 10
 
     def validate(self) -> None:
         from dios.uids import ae_title_problem
@@ -288,6 +291,8 @@ class DicomConfig:
                   "retry_initial", "retry_max", upper=86400.0)
         if self.retry_max < self.retry_initial:
             raise ConfigError("retry_max must be at least retry_initial")
+        if not 1 <= self.max_associations <= 256:
+            raise ConfigError("max_associations must be within 1..256")
 
 
 @dataclass

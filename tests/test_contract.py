@@ -237,6 +237,19 @@ def live(console, apis, doc):
                                                        "study_lock": "Unlocked"}))
     other = tech.ok("POST", "/study", json=study_request(accession_number="ACC-DEL"))
     record("study.delete", mgr.post("/study/delete", json=[other["study_id"]]))
+    # the DICOM network: a node on a closed port (its echo result says unreachable)
+    node = record("dicom.create_node", admin.post("/dicom/nodes", json={
+        "name": "Contract PACS", "ae_title": "CONTRACT", "host": "127.0.0.1", "port": 9,
+        "roles": ["storage"]}))
+    record("dicom.list_nodes", tech.get("/dicom/nodes"))
+    record("dicom.get_node", tech.get(f"/dicom/nodes/{node['id']}"))
+    node = record("dicom.update_node", admin.put(f"/dicom/nodes/{node['id']}", json={
+        "description": "contract", "version": node["version"]}))
+    record("dicom.echo", admin.post(f"/dicom/nodes/{node['id']}/echo"))
+    record("dicom.send", tech.post("/dicom/send", json={"node_id": node["id"], "study_id": sid}))
+    record("dicom.queue", tech.get("/dicom/queue", params={"study_id": sid}))
+    record("dicom.image_results", tech.get(f"/dicom/images/{sops[0]}/results"))
+    record("dicom.delete_node", admin.request("DELETE", f"/dicom/nodes/{node['id']}"))
     calls["_sops"] = sops  # type: ignore[assignment]
     calls["_sid"] = sid  # type: ignore[assignment]
     return calls

@@ -71,3 +71,52 @@ def test_the_consoles_own_ae_title_is_checked_in_the_config(tmp_path):
     cfg_file.write_text('[dicom]\nae_title = "FAR-TOO-LONG-AE-TITLE"\n')
     with pytest.raises(ConfigError, match="ae_title"):
         load_config(cfg_file, data_dir=tmp_path)
+
+
+def test_the_console_runs_its_scp_for_allowed_callers(tmp_path):
+    """With ``[dicom] port`` set, the console answers C-ECHO from a node allowed to call
+    in, refuses an unknown caller, and stops listening when it stops."""
+    import socket
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from dios.config import ListenerConfig
+    from dios.serve import Console
+    from tests.console_helpers import ADMIN_INITIAL, FAST_SCRYPT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = load_config(None, data_dir=tmp_path)
+    cfg.http = ListenerConfig("127.0.0.1", 0)
+    cfg.rpc = ListenerConfig("127.0.0.1", 0)
+    cfg.dicom.port = port
+    cfg.devices.clock_scale = 200.0
+    cfg.devices.panel = "FLUORO_1024"
+    console = Console(cfg, calibrate=False, auth_options={
+        "initial_admin_password": ADMIN_INITIAL, "scrypt_params": FAST_SCRYPT}).start()
+    try:
+        console.services.exchange.nodes.create({
+            "name": "Cloud gateway", "ae_title": "GATEWAY", "host": "127.0.0.1", "port": 104,
+            "allow_incoming": True})
+
+        def echo(calling: str) -> bool:
+            ae = AE(ae_title=calling)
+            ae.add_requested_context(Verification)
+            ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+            assoc = ae.associate("127.0.0.1", port, ae_title=cfg.dicom.ae_title)
+            try:
+                return assoc.is_established and assoc.send_c_echo().Status == 0
+            finally:
+                if assoc.is_established:
+                    assoc.release()
+                ae.shutdown()
+
+        assert echo("GATEWAY")
+        assert not echo("STRANGER")
+    finally:
+        console.stop()
+    with socket.socket() as s, pytest.raises(OSError):
+        s.settimeout(5)
+        s.connect(("127.0.0.1", port))

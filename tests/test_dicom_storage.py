@@ -272,8 +272,9 @@ def test_exposed_images_reach_both_peers_and_validate(site, tmp_path):
     wait_until(lambda: set(sops) <= set(site.storescp.files()), 60, "the images at storescp")
     wait_until(lambda: all(site.send_status(s) == "Sent" for s in sops), 60,
                lambda: f"send_status Sent: {[site.results(s) for s in sops]}")
-    study = site.tech.ok("GET", f"/study/{sid}")
-    assert study["is_exported"] is True
+    # the study's flag follows its images' statuses, just after them
+    study = wait_until(lambda: (st := site.tech.ok("GET", f"/study/{sid}"))["is_exported"]
+                       and st, 60, "the study marked exported")
     assert {im["send_status"] for im in images_of(study)} == {"Sent"}
     held = site.orthanc.sop_uids()
     for sop in sops:

@@ -33,7 +33,8 @@ ROLE_ORDER = ("service", "admin", "mgr", "tech", "guest")
 PATH_FILL = {"study_id": "20250101000000001", "instance_uid": "1.2.3.4.5", "uid": "9999",
              "kind": "views", "entry_id": "View_DX_T_A_SK_AP_00",
              "view_id": "View_DX_T_A_SK_AP_00", "procedure_id": "P0-0002",
-             "apr_id": "View_DX_T_A_SK_AP_00", "name": "View_DX_T_A_SK_AP_00"}
+             "apr_id": "View_DX_T_A_SK_AP_00", "name": "View_DX_T_A_SK_AP_00",
+             "node_id": "9999"}
 CODES = {"MALFORMED": "0x030001", "MISSING": "0x030002", "INVALID": "0x030003",
          "NOT_FOUND": "0x030004", "TOO_LARGE": "0x030005", "MEDIA": "0x030006",
          "NO_METHOD": "0x030007", "NOT_AUTH": "0x020001", "EXPIRED": "0x020003",

@@ -75,6 +75,7 @@ from pydicom.pixels.encoders import (
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.association import Association
 
+from dios import topics
 from dios.codes import (
     DICOM_ERROR,
     INVALID_FIELD,
@@ -97,11 +98,11 @@ log = logging.getLogger("dios.exchange.outbox")
 
 STATES: tuple[str, ...] = ("Queued", "Sending", "Sent", "Failed")
 
-EXCHANGE_URI = "DIOS/EXCHANGE/{node}"
-SEND_QUEUED = "send.queued"
-SEND_SENT = "send.sent"
-SEND_FAILED = "send.failed"
-SEND_RETRY = "send.retry"
+EXCHANGE_URI = topics.EXCHANGE_URI
+SEND_QUEUED = topics.SEND_QUEUED
+SEND_SENT = topics.SEND_SENT
+SEND_FAILED = topics.SEND_FAILED
+SEND_RETRY = topics.SEND_RETRY
 
 #: Digital X-Ray Image Storage - For Presentation, - For Processing
 DX_SOP_CLASSES: tuple[str, ...] = ("1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1")

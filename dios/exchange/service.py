@@ -47,6 +47,7 @@ from dios.exchange.outbox import (
     Sender,
     exchange_uri,
 )
+from dios.exchange.scp import DicomScp
 from dios.messages import Event, EventKind
 from dios.store.db import Database
 
@@ -102,6 +103,9 @@ class ExchangeService:
         self._subs: list[Subscription] = []
         self._status_lock = threading.Lock()
         self._started = False
+        #: the console's own storage and query/retrieve SCP ([dicom] port; 0: none)
+        self.scp = DicomScp(db, self.nodes, config, self.data_dir,
+                            max_associations=config.max_associations)
 
     # -- life --------------------------------------------------------------------------------
     def start(self) -> ExchangeService:
@@ -120,10 +124,16 @@ class ExchangeService:
             self._subs.append(self.hub.subscribe(topics.STUDY_URI.format(study_id="*"),
                                                  self._on_study_event))
         self.sender.start()
+        try:
+            self.scp.start()
+        except DiosError:
+            self.close()
+            raise
         return self
 
     def close(self) -> None:
-        """Stop listening and sending (rows in flight go back to ``Queued``)."""
+        """Stop the SCP, stop listening and sending (rows in flight go back to ``Queued``)."""
+        self.scp.close()
         for sub in self._subs:
             sub.close(drain=5.0)
         self._subs = []

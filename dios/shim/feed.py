@@ -54,8 +54,9 @@ PATIENT_KEYS = frozenset({
     "patient_id", "patient_name", "patient_birth_date", "patient_sex", "patient_age",
     "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "other_patient_ids",
     "owner_name", "ResponsiblePerson"})
-#: URIs whose events are about studies and images (patient-bearing by nature).
-PATIENT_URIS = ("DIOS/STUDY/", "DIOS/TASK/Image")
+#: URIs whose events are about studies and images (patient-bearing by nature; the DICOM
+#: network's send events name studies and images).
+PATIENT_URIS = ("DIOS/STUDY/", "DIOS/TASK/Image", "DIOS/EXCHANGE/")
 
 
 def needs_images(ev: Event) -> bool:
