@@ -37,15 +37,14 @@ from tests.console_helpers import (
     study_request,
     wait_until,
 )
+from tests.test_shim_http import PATH_FILL as SHIM_PATH_FILL
 
 OPS = operations()
 CODES = {"MALFORMED": "0x030001", "INVALID": "0x030003", "NO_METHOD": "0x030007",
          "LIMIT": "0x030008", "TIMEOUT": "0x010008"}
 ROLE_ORDER = ("service", "admin", "mgr", "tech", "guest")
-PATH_FILL = {"study_id": "20250101000000001", "instance_uid": "1.2.3.4.5", "uid": "9999",
-             "kind": "views", "entry_id": "View_DX_T_A_SK_AP_00",
-             "view_id": "View_DX_T_A_SK_AP_00", "procedure_id": "P0-0002",
-             "apr_id": "View_DX_T_A_SK_AP_00", "name": "View_DX_T_A_SK_AP_00"}
+#: values for every path parameter of the operations (one table for the HTTP tests)
+PATH_FILL = SHIM_PATH_FILL
 #: words that would show Python internals in a description meant for an operator
 PYTHON_WORDS = re.compile(r"\b(dict|str|int|float|bytes|tuple|NoneType|Traceback|"
                           r"[A-Z][A-Za-z]*(Error|Exception))\b")
