@@ -64,8 +64,13 @@ from dios.study.model import (
     STUDY_STATUSES,
     check_transition,
 )
-from dios.study.validation import parse_iso_datetime, validate_study_fields, validate_views
-from dios.uids import UidFactory
+from dios.study.validation import (
+    FIELD_RULES,
+    parse_iso_datetime,
+    validate_study_fields,
+    validate_views,
+)
+from dios.uids import UidFactory, uid_problem
 
 if TYPE_CHECKING:
     from dios.catalog.service import CatalogService
@@ -438,6 +443,109 @@ class StudyService:
             except self.db.integrity_errors as exc:
                 # Another console took the same millisecond: take the next id.
                 log.info("study id %s taken (%s); retrying", study["study_id"], exc)
+                continue
+            self._emit("study.registered", study_id=study["study_id"], images=created)
+            return reply
+        raise DiosError(DUPLICATE, "could not allocate a unique study id")
+
+    #: The patient/study fields a worklist item gives a study (they win over the request's).
+    WORKLIST_FIELDS: tuple[str, ...] = (
+        "accession_number", "patient_id", "patient_name", "patient_dob", "patient_age",
+        "patient_sex", "sex_neutered", "ref_physician", "patient_type", "owner_name",
+        "variety", "weight", "length")
+
+    def register_from_worklist(self, item: dict[str, Any], request: dict[str, Any], *,
+                               product: str | None = None, language: str = "en",
+                               user: str = "") -> dict[str, Any]:
+        """Register a study from a modality worklist item; return ``dr.study.Study``.
+
+        ``item`` is a worklist item in the study's field names (as the exchange's worklist
+        query maps it: :data:`WORKLIST_FIELDS`, ``study_instance_uid``, ``modality``,
+        ``study_description`` - the requested procedure -,
+        ``scheduled_procedure_step_start_date`` and ``mwl``, the worklist attributes as
+        text). The study keeps the worklist's Study Instance UID and gets ``reg_source``
+        ``MWL``. ``request`` carries the ``views`` and the fields the worklist does not
+        give (``patient_size``, default ``Medium``; ``study_type``, default ``Normal``;
+        ``operator_id``, ``comment`` ...). Birth date, age and accession number are Type 2
+        in a worklist: empty when the RIS has none.
+
+        Raises ``DUPLICATE`` when a study with that Study Instance UID exists (the item was
+        registered already), ``INVALID_FIELD``/``MISSING_FIELD`` naming the field.
+        """
+        if not isinstance(item, dict):
+            raise DiosError(INVALID_FIELD, "item must be an object", field="item")
+        if not isinstance(request, dict):
+            raise DiosError(INVALID_FIELD, "the request must be an object")
+        product = product or self.product
+        if product not in PRODUCTS:
+            raise DiosError(INVALID_FIELD, f"product must be one of {', '.join(PRODUCTS)}",
+                            field="product")
+        study_uid = item.get("study_instance_uid")
+        problem = uid_problem(study_uid)
+        if problem:
+            raise DiosError(MISSING_FIELD if not study_uid else INVALID_FIELD,
+                            f"item.study_instance_uid {problem}", field="item.study_instance_uid")
+        merged: dict[str, Any] = {"patient_size": "Medium", "study_type": "Normal",
+                                  "modality": "DX", "patient_type": "Human"}
+        merged.update({k: v for k, v in request.items() if k in FIELD_RULES})
+        for name in self.WORKLIST_FIELDS:
+            if item.get(name) not in (None, "", 0):
+                merged[name] = item[name]
+        if item.get("modality") in ("DX", "CR"):
+            merged["modality"] = item["modality"]
+        placeholders = {"patient_dob": "2000-01-01", "patient_age": "1Y",
+                        "accession_number": "-"}
+        blank = [k for k in placeholders if merged.get(k) in (None, "")]
+        cols = validate_study_fields({**merged, **{k: placeholders[k] for k in blank}},
+                                     "register")
+        for name in blank:
+            cols[name] = ""
+        extra: dict[str, Any] = {}
+        for name, limit in (("study_description", 64), ("mwl", 8192)):
+            value = item.get(name) or ""
+            if not isinstance(value, str) or len(value) > limit or any(
+                    ord(c) < 0x20 for c in value):
+                raise DiosError(INVALID_FIELD, f"item.{name}: text of at most {limit} "
+                                "characters on one line", field=f"item.{name}")
+            extra[name] = value
+        start = item.get("scheduled_procedure_step_start_date") or None
+        if start is not None:
+            try:
+                if not isinstance(start, str):
+                    raise ValueError(start)
+                start = parse_iso_datetime(start).date().isoformat()
+            except ValueError:
+                raise DiosError(INVALID_FIELD, "item.scheduled_procedure_step_start_date: "
+                                "an ISO date", field="item.scheduled_procedure_step_start_date"
+                                ) from None
+        views = validate_views(request.get("views"))
+        if not cols.get("operator_name") and isinstance(user, str):
+            cols["operator_name"] = user[:64]
+        groups = self._resolve_views(views, product, _as_language(language))
+        now = iso_utc(self._now())
+        for _attempt in range(5):
+            study = {**cols, **extra, "study_id": self._new_study_id(),
+                     "study_instance_uid": study_uid, "reg_source": "MWL",
+                     "scheduled_procedure_step_start_date": start,
+                     "study_start_datetime": now, "study_status": INITIAL["study_status"],
+                     "study_lock": INITIAL["study_lock"],
+                     "specific_character_set": "ISO_IR 192", "product": product,
+                     "created_at": now, "updated_at": now}
+            try:
+                with self.db.transaction() as tx:
+                    taken = tx.query_one("SELECT study_id FROM studies WHERE "
+                                         "study_instance_uid = ?", [study_uid])
+                    if taken is not None:
+                        raise DiosError(DUPLICATE, f"study {taken['study_id']} was registered "
+                                        f"from worklist item {study_uid} already",
+                                        field="item.study_instance_uid",
+                                        study_id=taken["study_id"])
+                    tx.insert("studies", study)
+                    created = self._insert_groups(tx, study, groups, now)
+                    reply = self._full(tx, study["study_id"], "Study")
+            except self.db.integrity_errors as exc:
+                # the same millisecond or the same item at once elsewhere: look again
+                log.info("study %s / %s taken (%s); retrying", study["study_id"], study_uid, exc)
                 continue
             self._emit("study.registered", study_id=study["study_id"], images=created)
             return reply
