@@ -40,6 +40,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from dios.auth.roles import allowed
 from dios.messages import Event, EventKind
 from dios.shim.events import event_message
 from dios.uri import matches
@@ -57,6 +58,16 @@ PATIENT_KEYS = frozenset({
 #: URIs whose events are about studies and images (patient-bearing by nature; the DICOM
 #: network's send events name studies and images).
 PATIENT_URIS = ("DIOS/STUDY/", "DIOS/TASK/Image", "DIOS/EXCHANGE/")
+
+
+#: The permission that raw frames and patient-bearing events need.
+IMAGES_PERMISSION = "event.images"
+
+
+def images_allowed(principal: Any) -> bool:
+    """Whether ``principal`` (a :class:`dios.auth.roles.Principal`) may receive frames and
+    patient-bearing events (the roles' table; allowed before a first password change)."""
+    return principal is not None and allowed(principal.role, IMAGES_PERMISSION)
 
 
 def needs_images(ev: Event) -> bool:

@@ -115,7 +115,7 @@ from dios.shim.envelope import (
     typed,
 )
 from dios.shim.events import check_client, check_subscription
-from dios.shim.feed import EventFeed, FeedSubscription, Rendered
+from dios.shim.feed import EventFeed, FeedSubscription, Rendered, images_allowed
 from dios.shim.once import Once, check_request_id
 
 if TYPE_CHECKING:
@@ -130,8 +130,6 @@ REQUEST, RESPONSE, NOTIFICATION = 0, 1, 2
 MAX_MSGID = 2**32 - 1
 #: Calls that change the connection's session: the calls received after one wait for it.
 SESSION_METHODS = frozenset({"auth.login", "session.authenticate"})
-#: The permission that raw frames and patient-bearing events need.
-IMAGES_PERMISSION = "event.images"
 
 
 #: The solution of ``MALFORMED_REQUEST`` on this transport (the code's own text speaks of
@@ -179,17 +177,6 @@ def _not_a_file(outcome: tuple[Any, Any]) -> bool:
     """Files are not kept for retries (reading twice is harmless; they are large)."""
     result = outcome[1]
     return not (isinstance(result, dict) and str(result.get("@type", "")).endswith("dios.File"))
-
-
-def may(services: Services, principal: Principal | None, permission: str) -> bool:
-    """Whether ``principal`` holds ``permission`` (no exception)."""
-    if principal is None:
-        return False
-    try:
-        services.auth.authorize(principal, permission)
-    except DiosError:
-        return False
-    return True
 
 
 def _malloc_trim() -> Callable[[], None]:
@@ -520,7 +507,9 @@ class _Connection:
             args, meta = self.split(params)
             language = language_of(meta.get("language", self.language))
             request_id = meta.get("requestId")
-            if request_id is not None and self.principal is not None:
+            # kept for the session's user; a call made with another token is not keyed
+            if (request_id is not None and self.principal is not None
+                    and meta.get("token") in (None, "", self.token)):
                 key = (self.principal.uid, method, request_id)
                 reply = await self.server.request_ids.run(
                     key, lambda: self.outcome(method, args, meta, language))
@@ -584,7 +573,7 @@ class _Connection:
         self.principal = principal
         self.revision = self.server.services.auth.revision(principal.uid)
         self.ever_authenticated = True
-        images = may(self.server.services, principal, IMAGES_PERMISSION)
+        images = images_allowed(principal)
         for sid, sub in list(self.subs.items()):
             sub.images = images
             if sub.frames and not images:
@@ -750,7 +739,7 @@ async def _subscribe(conn: _Connection, args: dict[str, Any], meta: dict[str, An
                                or resume < 0):
         raise DiosError(INVALID_FIELD, "resume_from must be a seq (integer >= 0)",
                         field="resume_from")
-    images = may(server.services, principal, IMAGES_PERMISSION)
+    images = images_allowed(principal)
     if frames and not images:
         raise DiosError(FORBIDDEN, "raw frames need the event.images permission")
     if len(conn.subs) >= server.max_subscriptions:

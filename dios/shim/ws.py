@@ -71,7 +71,7 @@ from dios.codes import (
 from dios.shim.dispatch import Context, authenticate
 from dios.shim.envelope import internal_error, language_of
 from dios.shim.events import check_client, check_subscription
-from dios.shim.feed import EventFeed, FeedSubscription, Rendered
+from dios.shim.feed import EventFeed, FeedSubscription, Rendered, images_allowed
 
 if TYPE_CHECKING:
     from dios.auth.roles import Principal
@@ -83,7 +83,6 @@ log = logging.getLogger("dios.shim.ws")
 
 MAX_MESSAGE = 64 * 1024
 MAX_SUBSCRIPTIONS = 32
-IMAGES_PERMISSION = "event.images"
 
 
 class _Stream:
@@ -183,13 +182,6 @@ class _Stream:
         self.wake.set()
 
     # --- session ----------------------------------------------------------------------------
-    def may_images(self) -> bool:
-        try:
-            self.socket.services.auth.authorize(self.principal, IMAGES_PERMISSION)
-        except DiosError:
-            return False
-        return True
-
     async def authorize(self, token: str) -> None:
         ctx = Context(self.socket.services, token=token, language=self.language, transport="ws")
         loop = asyncio.get_running_loop()
@@ -197,7 +189,7 @@ class _Stream:
         self.socket.services.auth.authorize(principal, "task.read")
         self.principal = principal
         self.token = token
-        images = self.may_images()
+        images = images_allowed(self.principal)
         for sub in self.subs.values():
             sub.images = images
 
@@ -230,7 +222,7 @@ class _Stream:
         # the reply goes out before the replayed events
         reply_at = len(self.queue)
         sub, report = sock.feed.subscribe(pattern, kinds, client, frames=False,
-                                          images=self.may_images(), owner=self.principal.uid,
+                                          images=images_allowed(self.principal), owner=self.principal.uid,
                                           sink=self.deliver, resume_from=resume)
         self.subs[sub.sid] = sub
         text = json.dumps({"type": "subscribed", "subscription": sub.sid, "pattern": pattern,
